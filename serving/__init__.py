@@ -1,0 +1,1 @@
+"""driftgate serving: gRPC gateway, routing, mirroring and drift comparison on vLLM engines."""

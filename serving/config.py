@@ -1,0 +1,248 @@
+"""Configuration: one dataclass per topic, every field with a default and a one-line doc.
+
+Everything is loaded from one YAML file by `load_config`; unknown keys are an error. The CLI
+builds its flags from the same dataclasses (`add_flags` / `apply_flags`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from serving.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _f(default: Any, doc: str) -> Any:
+    """A dataclass field with a default and a one-line doc (shown by the CLI)."""
+    if isinstance(default, list | dict):
+        factory = default.copy
+        return field(default_factory=factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    CANDIDATE = "candidate"
+    SHADOW = "shadow"
+
+
+def driftgate_home() -> Path:
+    """Where models, variants and reports live: $DRIFTGATE_HOME or ~/.cache/driftgate."""
+    return Path(os.environ.get("DRIFTGATE_HOME", "~/.cache/driftgate")).expanduser()
+
+
+def expand_path(value: str) -> str:
+    """Expands ~, $VARS and ${DRIFTGATE_HOME} (defaulted) in a configured path."""
+    env = {"DRIFTGATE_HOME": str(driftgate_home()), **os.environ}
+    return str(Path(os.path.expandvars(_subst(value, env))).expanduser())
+
+
+def _subst(value: str, env: dict[str, str]) -> str:
+    for key in ("DRIFTGATE_HOME",):
+        value = value.replace("${" + key + "}", env[key]).replace("$" + key, env[key])
+    return value
+
+
+@dataclass
+class EngineConfig:
+    """vLLM engine settings of one variant."""
+
+    dtype: str = _f("bfloat16", "weights/activations dtype; vLLM's 4-bit CPU kernels need bfloat16")
+    max_model_len: int = _f(2048, "context length (prompt + completion tokens)")
+    kv_cache_gib: float = _f(1.0, "KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    cpu_cores: str = _f("0-1", "cores the engine's worker binds to (VLLM_CPU_OMP_THREADS_BIND)")
+    max_num_seqs: int = _f(32, "most sequences the engine batches at once")
+    max_logprobs: int = _f(20, "largest top-k of logprobs the engine may return")
+    seed: int = _f(0, "engine seed")
+
+
+@dataclass
+class VariantConfig:
+    """One served model: dense or compressed."""
+
+    name: str = _f("dense", "unique name; requests may pin it")
+    model: str = _f("${DRIFTGATE_HOME}/models/smollm2-135m-instruct", "checkpoint directory")
+    role: Role = _f(Role.PRIMARY, "primary | candidate | shadow")
+    weight: float = _f(1.0, "share of live traffic (primary and candidates), relative to the others")
+    sample_rate: float = _f(1.0, "shadows: share of requests mirrored to this variant (0-1)")
+    max_in_flight: int = _f(8, "shadows: mirrored requests in flight beyond which copies are dropped")
+    timeout_s: float = _f(60.0, "shadows: a mirrored request (and its scoring) times out after this")
+    engine: EngineConfig = _f(None, "engine settings")
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            self.engine = EngineConfig()
+
+    @property
+    def model_path(self) -> str:
+        return expand_path(self.model)
+
+
+@dataclass
+class ServerConfig:
+    """Network endpoints and lifecycle."""
+
+    host: str = _f("127.0.0.1", "address the gRPC and metrics servers listen on")
+    grpc_port: int = _f(50051, "gRPC port (0 = any free port)")
+    metrics_port: int = _f(9400, "Prometheus /metrics port (0 = any free port, -1 = off)")
+    drain_timeout_s: float = _f(30.0, "on SIGTERM, time in-flight requests get to finish")
+    max_concurrent_requests: int = _f(256, "requests beyond this are refused with RESOURCE_EXHAUSTED")
+
+
+@dataclass
+class GenerationConfig:
+    """Defaults for fields a request leaves unset."""
+
+    max_tokens: int = _f(64, "completion length when a request sets none")
+    temperature: float = _f(0.0, "sampling temperature when a request sets none (0 = greedy)")
+    max_stop_sequences: int = _f(8, "most stop strings a request may carry")
+
+
+@dataclass
+class DriftConfig:
+    """Online comparison of shadow answers with the primary's."""
+
+    teacher_forced: bool = _f(True, "score the primary's completion under both models (prompt logprobs)")
+    top_k: int = _f(5, "top-k logprobs per position for teacher-forced agreement and KL")
+
+
+@dataclass
+class ProbeConfig:
+    """Synthetic knowledge-probe traffic sent by the gateway while it runs."""
+
+    enabled: bool = _f(False, "send probe facts to every variant as low-rate synthetic traffic")
+    file: str = _f("builtin:capitals-small", "probe JSONL file, or builtin:NAME")
+    rate_per_s: float = _f(0.2, "probe facts sent per second (each goes to every ready variant)")
+    max_tokens: int = _f(8, "greedy tokens generated per probe")
+
+
+@dataclass
+class Config:
+    """The whole gateway configuration (one YAML file)."""
+
+    server: ServerConfig = _f(None, "network endpoints")
+    generation: GenerationConfig = _f(None, "request defaults")
+    drift: DriftConfig = _f(None, "answer comparison")
+    probes: ProbeConfig = _f(None, "synthetic probe traffic")
+    variants: list[VariantConfig] = _f([], "served variants; exactly one has role primary")
+
+    def __post_init__(self) -> None:
+        self.server = self.server or ServerConfig()
+        self.generation = self.generation or GenerationConfig()
+        self.drift = self.drift or DriftConfig()
+        self.probes = self.probes or ProbeConfig()
+        if not self.variants:
+            self.variants = [VariantConfig()]
+        validate(self)
+
+    @property
+    def primary(self) -> VariantConfig:
+        return next(v for v in self.variants if v.role is Role.PRIMARY)
+
+    def variant(self, name: str) -> VariantConfig | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+def validate(cfg: Config) -> None:
+    names = [v.name for v in cfg.variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"variant names must be unique: {names}")
+    primaries = [v.name for v in cfg.variants if v.role is Role.PRIMARY]
+    if len(primaries) != 1:
+        raise ConfigError(f"exactly one variant must have role primary, found {primaries or 'none'}")
+    for v in cfg.variants:
+        if not v.name or not v.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ConfigError(f"variant name {v.name!r}: use letters, digits, '-', '_' or '.'")
+        if not 0.0 <= v.sample_rate <= 1.0:
+            raise ConfigError(f"variant {v.name}: sample_rate must be in [0, 1], got {v.sample_rate}")
+        if v.weight < 0:
+            raise ConfigError(f"variant {v.name}: weight must be >= 0, got {v.weight}")
+        if v.max_in_flight < 1 or v.timeout_s <= 0:
+            raise ConfigError(f"variant {v.name}: max_in_flight must be >= 1 and timeout_s > 0")
+    if cfg.primary.weight <= 0 and not any(v.weight > 0 for v in cfg.variants if v.role is Role.CANDIDATE):
+        raise ConfigError("the primary and candidates have no traffic weight")
+    if cfg.drift.top_k < 1 or any(cfg.drift.top_k > v.engine.max_logprobs for v in cfg.variants):
+        raise ConfigError("drift.top_k must be >= 1 and <= every engine's max_logprobs")
+
+
+def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
+    """Builds dataclass `cls` from plain YAML data; unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs = {key: _convert(hints[key], value, f"{where}.{key}") for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from None
+    if tp in (int, float, str, bool):
+        ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path) -> Config:
+    """Loads and validates a YAML config file."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
+    return from_dict(Config, data, where=p.name)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """Adds one `--field-name` flag per scalar field of dataclass `cls` (default None = keep config)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if tp not in (int, float, str):
+            continue
+        flag = "--" + (prefix + f.name).replace("_", "-")
+        parser.add_argument(flag, type=tp, default=None, help=f"{f.metadata.get('doc', '')} (config)")
+
+
+def apply_flags(obj: Any, args: argparse.Namespace, prefix: str = "") -> None:
+    """Overrides fields of `obj` with the flags `add_flags` made, where given."""
+    for f in dataclasses.fields(obj):
+        value = getattr(args, prefix + f.name, None)
+        if value is not None:
+            setattr(obj, f.name, value)

@@ -1,0 +1,75 @@
+"""The engine Protocol and the plain data it exchanges with the gateway (no vllm imports)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+TokenLogprobs = Mapping[int, float]
+"""A model's log-probabilities at one position: its top-k tokens plus the scored token."""
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Sampling parameters of one request, already validated and defaulted."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One step of a generation: a text delta; the last one has `finished` and the totals."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finished: bool = False
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprobs, ...] = ()
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the gateway needs from an inference engine."""
+
+    name: str
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    def count_tokens(self, prompt: str) -> int:
+        """Number of prompt tokens (for context-length validation before submitting)."""
+        ...
+
+    def generate(
+        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        """Streams a completion (with the top-`logprobs` of each new token when asked);
+        cancelling or closing the iteration aborts the engine request."""
+        ...
+
+    async def score(
+        self, token_ids: Sequence[int], start: int, top_k: int, request_id: str
+    ) -> list[TokenLogprobs]:
+        """Teacher-forced log-probabilities of `token_ids[start:]`, each position given the tokens
+        before it: one mapping per scored position holding the top-k and the actual token."""
+        ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def check_health(self) -> None:
+        """Raises if the engine cannot serve."""
+        ...
+
+    def num_unfinished(self) -> int:
+        """Requests the engine still holds (0 once every request finished or was aborted)."""
+        ...
+
+    async def shutdown(self) -> None: ...

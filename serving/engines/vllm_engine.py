@@ -1,0 +1,198 @@
+"""`VllmEngine`: the Engine Protocol on vLLM's in-process `AsyncLLM` (one engine per variant).
+
+vLLM spawns its engine-core process when `AsyncLLM` is built, and that process reads the CPU
+settings from the environment it inherits: so we set `VLLM_CPU_OMP_THREADS_BIND` (cores) and
+`VLLM_CPU_KVCACHE_SPACE` (GiB of KV cache) just for the duration of each engine's construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+from serving.config import VariantConfig
+from serving.engines.base import Chunk, SamplingSpec, TokenLogprobs
+from serving.errors import EngineFailure, GatewayError, InvalidArgument, Unavailable
+
+log = logging.getLogger(__name__)
+
+_ENGINE_ENV_LOCK = asyncio.Lock()
+
+
+@contextlib.contextmanager
+def _scoped_env(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Sets (or, for None, removes) environment variables for the duration of the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def engine_env(variant: VariantConfig) -> dict[str, str | None]:
+    """The per-engine environment vLLM's CPU backend reads in the engine-core process.
+
+    `VLLM_CPU_KVCACHE_SPACE` only takes whole GiB; we pass the (possibly fractional) size as the
+    equivalent engine argument `kv_cache_memory_bytes` and remove the variable so it can't override.
+    """
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": variant.engine.cpu_cores,
+        "VLLM_CPU_KVCACHE_SPACE": None,
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def _positions(raw: Sequence[Any] | None) -> list[dict[int, float]]:
+    """vLLM logprobs (one mapping token_id -> Logprob per position) as plain dicts."""
+    if not raw:
+        return []
+    return [{int(t): float(lp.logprob) for t, lp in pos.items()} if pos else {} for pos in raw]
+
+
+def _map_error(exc: Exception) -> GatewayError:
+    from vllm.exceptions import VLLMValidationError
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    if isinstance(exc, VLLMValidationError | ValueError):
+        return InvalidArgument(str(exc))
+    if isinstance(exc, EngineDeadError):
+        return Unavailable("the engine is not running")
+    return EngineFailure(f"engine error: {type(exc).__name__}")
+
+
+class VllmEngine:
+    """One variant's vLLM engine."""
+
+    def __init__(self, name: str, llm: Any, max_model_len: int) -> None:
+        self.name = name
+        self._llm = llm
+        self._max_model_len = max_model_len
+        self._tokenizer = llm.get_tokenizer()
+
+    @classmethod
+    async def start(cls, variant: VariantConfig) -> VllmEngine:
+        """Builds the engine (spawns vLLM's engine-core process with this variant's CPU settings)."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        e = variant.engine
+        args = AsyncEngineArgs(
+            model=variant.model_path,
+            dtype=cast(Any, e.dtype),
+            max_model_len=e.max_model_len,
+            max_num_seqs=e.max_num_seqs,
+            max_logprobs=e.max_logprobs,
+            seed=e.seed,
+            kv_cache_memory_bytes=int(e.kv_cache_gib * (1 << 30)),
+            disable_log_stats=True,
+        )
+        async with _ENGINE_ENV_LOCK:
+            with _scoped_env(engine_env(variant)):
+                log.info(
+                    "starting vLLM engine %s on %s (cores %s)", variant.name, variant.model_path, e.cpu_cores
+                )
+                llm = AsyncLLM.from_engine_args(args)
+        return cls(variant.name, llm, e.max_model_len)
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self._tokenizer.encode(prompt))
+
+    def _params(self, sampling: SamplingSpec, logprobs: int | None, **extra: Any) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            stop=list(sampling.stop) or None,
+            logprobs=logprobs,
+            output_kind=RequestOutputKind.DELTA,
+            **extra,
+        )
+
+    async def generate(
+        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        """Streams text deltas. Closing or cancelling the iteration aborts the vLLM request (vLLM's
+        `generate` aborts on CancelledError/GeneratorExit; we abort again to be sure)."""
+        params = self._params(sampling, logprobs)
+        prompt_ids: tuple[int, ...] = ()
+        completion = 0
+        finished = False
+        try:
+            async for out in self._llm.generate({"prompt": prompt}, params, request_id):
+                if out.prompt_token_ids:
+                    prompt_ids = tuple(out.prompt_token_ids)
+                o = out.outputs[0]
+                completion += len(o.token_ids)
+                finished = out.finished
+                yield Chunk(
+                    text=o.text,
+                    token_ids=tuple(o.token_ids),
+                    finished=out.finished,
+                    finish_reason=o.finish_reason if out.finished else None,
+                    prompt_tokens=len(prompt_ids),
+                    completion_tokens=completion,
+                    prompt_token_ids=prompt_ids,
+                    logprobs=tuple(_positions(o.logprobs)),
+                )
+        except (GatewayError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise _map_error(exc) from exc
+        finally:
+            if not finished:
+                await self.abort(request_id)
+
+    async def score(
+        self, token_ids: Sequence[int], start: int, top_k: int, request_id: str
+    ) -> list[TokenLogprobs]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
+        result = None
+        try:
+            async for out in self._llm.generate({"prompt_token_ids": list(token_ids)}, params, request_id):
+                result = out
+        except (GatewayError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise _map_error(exc) from exc
+        if result is None or result.prompt_logprobs is None:
+            raise EngineFailure("the engine returned no prompt logprobs")
+        return list(_positions(result.prompt_logprobs[start:]))
+
+    async def abort(self, request_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._llm.abort(request_id)
+
+    async def check_health(self) -> None:
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            raise Unavailable(f"variant {self.name} is not healthy") from exc
+
+    def num_unfinished(self) -> int:
+        return int(self._llm.get_num_unfinished_requests())
+
+    async def shutdown(self) -> None:
+        await asyncio.to_thread(self._llm.shutdown)

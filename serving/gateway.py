@@ -1,0 +1,237 @@
+"""The gateway: validates a request, routes it to a variant, mirrors it to shadows, answers it.
+
+Plain asyncio; knows nothing of gRPC or vLLM. Engines attach as they become ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from serving import drift
+from serving.config import Config, Role, VariantConfig
+from serving.engines.base import Engine, SamplingSpec
+from serving.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from serving.generation import Accumulator, stream_generation
+from serving.mirror import Mirror
+from serving.routing import route
+from serving.stats import Sink
+
+
+@dataclass(frozen=True)
+class GenerateCall:
+    """A client's request, before defaults and validation."""
+
+    prompt: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    variant: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The summary of an answered request."""
+
+    text: str
+    variant: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    request_id: str
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """A text delta; `final` is set on the last event."""
+
+    text: str
+    final: Reply | None = None
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    name: str
+    role: Role
+    model_path: str
+    ready: bool
+    weight: float
+    sample_rate: float
+
+
+class Gateway:
+    def __init__(self, config: Config, sink: Sink, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._sink = sink
+        self._rng = rng or random.Random()
+        self._engines: dict[str, Engine] = {}
+        self._in_flight = 0
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.book = drift.DriftBook()
+        self.since = time.time()
+        self.mirror = Mirror(config.variants, self._engines, config.drift, self.book, sink, self._rng)
+
+    # ---------------------------------------------------------------- engines and readiness
+    def attach(self, name: str, engine: Engine) -> None:
+        """Marks a variant ready: its engine starts taking requests."""
+        if self.config.variant(name) is None:
+            raise KeyError(name)
+        self._engines[name] = engine
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        return dict(self._engines)
+
+    def is_ready(self) -> bool:
+        """Ready to serve: the primary's engine is attached and we are not draining."""
+        return not self._closing and self.config.primary.name in self._engines
+
+    def variants(self) -> list[VariantInfo]:
+        return [
+            VariantInfo(
+                v.name,
+                v.role,
+                v.model_path,
+                v.name in self._engines,
+                v.weight if v.role is not Role.SHADOW else 0.0,
+                v.sample_rate if v.role is Role.SHADOW else 0.0,
+            )
+            for v in self.config.variants
+        ]
+
+    # ---------------------------------------------------------------- requests
+    def _sampling(self, call: GenerateCall, engine: Engine) -> SamplingSpec:
+        g = self.config.generation
+        if not call.prompt.strip():
+            raise InvalidArgument("prompt must not be empty")
+        max_tokens = g.max_tokens if call.max_tokens is None else call.max_tokens
+        if max_tokens < 1:
+            raise InvalidArgument("max_tokens must be at least 1")
+        temperature = g.temperature if call.temperature is None else call.temperature
+        if not math.isfinite(temperature) or not 0.0 <= temperature <= 2.0:
+            raise InvalidArgument(f"temperature must be in [0, 2], got {temperature}")
+        top_p = 1.0 if call.top_p is None else call.top_p
+        if not math.isfinite(top_p) or not 0.0 < top_p <= 1.0:
+            raise InvalidArgument(f"top_p must be in (0, 1], got {top_p}")
+        if len(call.stop) > g.max_stop_sequences or any(not s for s in call.stop):
+            raise InvalidArgument(f"stop: at most {g.max_stop_sequences} non-empty strings")
+        prompt_tokens = engine.count_tokens(call.prompt)
+        if prompt_tokens + max_tokens > engine.max_model_len:
+            raise InvalidArgument(
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the model's "
+                f"context of {engine.max_model_len} tokens"
+            )
+        return SamplingSpec(max_tokens, temperature, top_p, call.seed, tuple(call.stop))
+
+    def _choose(self, call: GenerateCall) -> VariantConfig:
+        if call.variant:
+            variant = self.config.variant(call.variant)
+            if variant is None:
+                known = ", ".join(v.name for v in self.config.variants)
+                raise NotFound(f"unknown variant {call.variant!r}; known: {known}")
+        else:
+            live = [
+                (v.name, v.weight)
+                for v in self.config.variants
+                if v.role is not Role.SHADOW and v.name in self._engines
+            ]
+            if not any(w > 0 for _, w in live):
+                raise Unavailable("no variant is ready to serve")
+            variant = self.config.variant(route(live, call.request_id or None, self._rng))  # type: ignore[assignment]
+        assert variant is not None
+        if variant.name not in self._engines:
+            raise Unavailable(f"variant {variant.name} is not ready")
+        return variant
+
+    async def stream(self, call: GenerateCall) -> AsyncGenerator[StreamEvent, None]:
+        """Answers `call` as text deltas; the last event carries the summary."""
+        if self._closing:
+            raise Unavailable("the gateway is shutting down")
+        variant = self._choose(call)
+        engine = self._engines[variant.name]
+        sampling = self._sampling(call, engine)
+        if self._in_flight >= self.config.server.max_concurrent_requests:
+            raise ResourceExhausted(
+                f"too many requests in flight (limit {self.config.server.max_concurrent_requests})"
+            )
+        request_id = call.request_id or uuid.uuid4().hex
+        job = self.mirror.start(call.prompt, sampling) if variant.role is Role.PRIMARY else None
+        logprobs = self.mirror.logprobs if job else None
+        acc = Accumulator()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            gen = stream_generation(
+                engine, variant, call.prompt, sampling, self._sink, uuid.uuid4().hex, logprobs
+            )
+            async with aclosing(gen) as chunks:
+                async for chunk in chunks:
+                    acc.add(chunk)
+                    if not chunk.finished:
+                        yield StreamEvent(chunk.text)
+            done = acc.result()
+            if job:
+                job.primary_done(done)
+            yield StreamEvent(
+                acc.last.text if acc.last else "",
+                Reply(
+                    done.answer.text,
+                    variant.name,
+                    done.answer.finish_reason or "",
+                    done.prompt_tokens,
+                    done.completion_tokens,
+                    request_id,
+                ),
+            )
+        finally:
+            if job:
+                job.primary_failed()  # no-op when the primary answered
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def generate(self, call: GenerateCall) -> Reply:
+        async with aclosing(self.stream(call)) as events:
+            async for event in events:
+                if event.final is not None:
+                    return event.final
+        raise Unavailable("the stream ended without an answer")
+
+    def drift_summary(self, reset: bool = False) -> tuple[dict[str, drift.DriftSummary], float]:
+        """Per-shadow comparison figures and the time they are counted from."""
+        summaries = {v.name: self.book.summary(v.name) for v in self.config.variants if v.role is Role.SHADOW}
+        since = self.since
+        if reset:
+            self.book.reset()
+            self.since = time.time()
+        return summaries, since
+
+    # ---------------------------------------------------------------- lifecycle
+    async def drain(self, timeout: float) -> bool:
+        """Refuses new requests and waits up to `timeout` s for those in flight; True if all ended."""
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self, shutdown_engines: bool = True) -> None:
+        """Cancels mirrored copies and (unless they are borrowed) shuts the engines down."""
+        self._closing = True
+        await self.mirror.close()
+        engines = list(self._engines.values())
+        self._engines.clear()
+        if shutdown_engines:
+            await asyncio.gather(*(e.shutdown() for e in engines), return_exceptions=True)

@@ -1,0 +1,1 @@
+"""gRPC adapters: protobuf <-> domain translation, error mapping, server assembly (no vllm)."""

@@ -1,0 +1,101 @@
+"""The thin `driftgate.v1.Gateway` servicer: protobuf in, domain call, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+from serving.config import Role
+from serving.drift import DriftSummary
+from serving.gateway import Gateway, GenerateCall, Reply
+from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
+from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
+
+_ROLES = {Role.PRIMARY: pb.ROLE_PRIMARY, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.SHADOW: pb.ROLE_SHADOW}
+
+
+def to_call(req: pb.GenerateRequest) -> GenerateCall:
+    return GenerateCall(
+        prompt=req.prompt,
+        max_tokens=req.max_tokens if req.HasField("max_tokens") else None,
+        temperature=req.temperature if req.HasField("temperature") else None,
+        top_p=req.top_p if req.HasField("top_p") else None,
+        seed=req.seed if req.HasField("seed") else None,
+        stop=tuple(req.stop),
+        variant=req.variant,
+        request_id=req.request_id,
+    )
+
+
+def _summary_fields(reply: Reply) -> dict[str, Any]:
+    return {
+        "variant": reply.variant,
+        "finish_reason": reply.finish_reason,
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "request_id": reply.request_id,
+    }
+
+
+def to_drift(name: str, s: DriftSummary) -> pb.VariantDrift:
+    msg = pb.VariantDrift(
+        variant=name,
+        compared=s.compared,
+        dropped=s.dropped,
+        errors=s.error,
+        timeouts=s.timeout,
+        exact_matches=s.exact_matches,
+        exact_match_rate=s.exact_match_rate or 0.0,
+        mean_token_agreement=s.mean_token_agreement or 0.0,
+        mean_first_divergence_tokens=s.mean_first_divergence or 0.0,
+    )
+    if s.mean_teacher_forced_agreement is not None:
+        msg.mean_teacher_forced_agreement = s.mean_teacher_forced_agreement
+    if s.mean_kl is not None:
+        msg.mean_kl = s.mean_kl
+    return msg
+
+
+class GatewayServicer(pb_grpc.GatewayServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def Generate(self, request: pb.GenerateRequest, context: Any) -> pb.GenerateResponse:
+        reply = await self._gateway.generate(to_call(request))
+        return pb.GenerateResponse(text=reply.text, **_summary_fields(reply))
+
+    async def GenerateStream(
+        self, request: pb.GenerateRequest, context: Any
+    ) -> AsyncGenerator[pb.GenerateChunk, None]:
+        async with aclosing(self._gateway.stream(to_call(request))) as events:
+            async for event in events:
+                if event.final is None:
+                    yield pb.GenerateChunk(text=event.text)
+                else:
+                    yield pb.GenerateChunk(text=event.text, finished=True, **_summary_fields(event.final))
+
+    async def ListVariants(self, request: pb.ListVariantsRequest, context: Any) -> pb.ListVariantsResponse:
+        return pb.ListVariantsResponse(
+            variants=[
+                pb.Variant(
+                    name=v.name,
+                    role=_ROLES[v.role],
+                    model_path=v.model_path,
+                    ready=v.ready,
+                    weight=v.weight,
+                    sample_rate=v.sample_rate,
+                )
+                for v in self._gateway.variants()
+            ]
+        )
+
+    async def GetDriftSummary(
+        self, request: pb.GetDriftSummaryRequest, context: Any
+    ) -> pb.GetDriftSummaryResponse:
+        summaries, since = self._gateway.drift_summary(reset=request.reset)
+        return pb.GetDriftSummaryResponse(
+            primary=self._gateway.config.primary.name,
+            variants=[to_drift(name, s) for name, s in summaries.items()],
+            since_unix_seconds=since,
+        )

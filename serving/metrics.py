@@ -1,0 +1,172 @@
+"""Turns the gateway's stats records into `driftgate_*` Prometheus series.
+
+Labels are bounded: `variant` (from the config), `role` (3 values), `code` (gRPC status names),
+`outcome` (4), `match` (2), `relation` (from the probe file), `direction` (2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from serving.config import VariantConfig
+from serving.drift import OUTCOMES
+from serving.stats import MirrorStats, ProbeStats, RequestStats
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+POSITION_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+KL_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30)
+
+
+class PrometheusSink:
+    """The `Sink` for production: every series lives in `registry` (one per gateway/test)."""
+
+    def __init__(self, registry: CollectorRegistry, variants: Iterable[VariantConfig] = ()) -> None:
+        self.registry = registry
+        r = registry
+        vr = ("variant", "role")
+        self.requests = Counter(
+            "driftgate_requests", "Generations finished, by outcome code.", [*vr, "code"], registry=r
+        )
+        self.latency = Histogram(
+            "driftgate_request_latency_seconds",
+            "Generation latency.",
+            vr,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "driftgate_time_to_first_token_seconds",
+            "Time to first token.",
+            vr,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "driftgate_inter_token_latency_seconds",
+            "Time between tokens.",
+            vr,
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter("driftgate_prompt_tokens", "Prompt tokens processed.", vr, registry=r)
+        self.generated_tokens = Counter("driftgate_generated_tokens", "Tokens generated.", vr, registry=r)
+        self.in_flight_gauge = Gauge(
+            "driftgate_requests_in_flight", "Generations running now.", ["variant"], registry=r
+        )
+        self.mirrors = Counter(
+            "driftgate_mirror", "Mirrored copies by outcome.", ["variant", "outcome"], registry=r
+        )
+        self.answers = Counter(
+            "driftgate_drift_answers",
+            "Compared shadow answers by exact match.",
+            ["variant", "match"],
+            registry=r,
+        )
+        self.token_agreement = Histogram(
+            "driftgate_drift_token_agreement",
+            "Fraction of positions where the shadow's tokens equal the primary's (0-1).",
+            ["variant"],
+            buckets=UNIT_BUCKETS,
+            registry=r,
+        )
+        self.first_divergence = Histogram(
+            "driftgate_drift_first_divergence_tokens",
+            "Position of the first token where the shadow's answer differs.",
+            ["variant"],
+            buckets=POSITION_BUCKETS,
+            registry=r,
+        )
+        self.tf_agreement = Histogram(
+            "driftgate_drift_teacher_forced_agreement",
+            "Fraction of the primary's tokens that are the shadow's top-1, teacher-forced (0-1).",
+            ["variant"],
+            buckets=UNIT_BUCKETS,
+            registry=r,
+        )
+        self.kl = Histogram(
+            "driftgate_drift_kl",
+            "Mean per-token KL(primary || shadow) over the top-k support (nats, lower bound).",
+            ["variant"],
+            buckets=KL_BUCKETS,
+            registry=r,
+        )
+        self.probes = Counter(
+            "driftgate_probe", "Knowledge-probe facts asked.", ["variant", "relation"], registry=r
+        )
+        self.probes_correct = Counter(
+            "driftgate_probe_correct",
+            "Knowledge-probe facts answered right.",
+            ["variant", "relation"],
+            registry=r,
+        )
+        self.probe_flips = Counter(
+            "driftgate_probe_flips",
+            "Probe facts whose correctness differs from the primary's (lost: primary right, variant wrong).",
+            ["variant", "direction"],
+            registry=r,
+        )
+        for v in variants:
+            self._init_variant(v)
+
+    def _init_variant(self, v: VariantConfig) -> None:
+        """Creates each variant's series at zero so dashboards and rate() see them from the start."""
+        role = v.role.value
+        for metric in (self.latency, self.ttft, self.itl, self.prompt_tokens, self.generated_tokens):
+            metric.labels(v.name, role)
+        self.in_flight_gauge.labels(v.name)
+        if role == "shadow":
+            for outcome in sorted(OUTCOMES):
+                self.mirrors.labels(v.name, outcome)
+            for match in ("true", "false"):
+                self.answers.labels(v.name, match)
+            for metric in (self.token_agreement, self.first_divergence, self.tf_agreement, self.kl):
+                metric.labels(v.name)
+
+    # ------------------------------------------------------------------ Sink
+    def request(self, stats: RequestStats) -> None:
+        labels = (stats.variant, stats.role)
+        self.requests.labels(*labels, stats.code).inc()
+        self.latency.labels(*labels).observe(stats.latency_s)
+        if stats.ttft_s is not None:
+            self.ttft.labels(*labels).observe(stats.ttft_s)
+        itl = self.itl.labels(*labels)
+        for gap in stats.inter_token_s:
+            itl.observe(gap)
+        self.prompt_tokens.labels(*labels).inc(stats.prompt_tokens)
+        self.generated_tokens.labels(*labels).inc(stats.completion_tokens)
+
+    def in_flight(self, variant: str, delta: int) -> None:
+        self.in_flight_gauge.labels(variant).inc(delta)
+
+    def mirror(self, stats: MirrorStats) -> None:
+        self.mirrors.labels(stats.variant, stats.outcome).inc()
+        if stats.outcome != "compared":
+            return
+        v = stats.variant
+        self.answers.labels(v, "true" if stats.exact_match else "false").inc()
+        if stats.token_agreement is not None:
+            self.token_agreement.labels(v).observe(stats.token_agreement)
+        if stats.first_divergence is not None:
+            self.first_divergence.labels(v).observe(stats.first_divergence)
+        if stats.teacher_forced_agreement is not None:
+            self.tf_agreement.labels(v).observe(stats.teacher_forced_agreement)
+        if stats.kl is not None:
+            self.kl.labels(v).observe(stats.kl)
+
+    def probe(self, stats: ProbeStats) -> None:
+        self.probes.labels(stats.variant, stats.relation).inc()
+        if stats.correct:
+            self.probes_correct.labels(stats.variant, stats.relation).inc()
+        if stats.flip is not None:
+            self.probe_flips.labels(stats.variant, stats.flip).inc()
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[int, object]:
+    """Starts the /metrics HTTP endpoint; returns the bound port and the server (call .shutdown())."""
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return int(server.server_port), server

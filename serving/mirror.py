@@ -1,0 +1,173 @@
+"""Mirroring: copies of primary requests sent to shadow variants, then compared with the primary.
+
+A mirrored copy runs as a tracked task, off the primary's path: it is sampled (per-shadow rate),
+bounded (in-flight copies per shadow beyond which new copies are dropped and counted) and timed
+out. It waits for the primary's answer, scores the primary's completion under the shadow
+(teacher-forced prompt logprobs; the primary's own logprobs come with its generation), compares
+the two with `serving.drift` and reports the outcome. A slow, failing or not-yet-ready shadow
+never touches the primary's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from serving import drift
+from serving.config import DriftConfig, Role, VariantConfig
+from serving.engines.base import Engine, SamplingSpec, TokenLogprobs
+from serving.generation import Generated, run_generation
+from serving.stats import MirrorStats, Sink
+
+log = logging.getLogger(__name__)
+
+
+class PrimaryGone(Exception):
+    """The primary produced no answer (failed or cancelled): there is nothing to compare with."""
+
+
+@dataclass(frozen=True)
+class PrimaryResult:
+    answer: drift.Answer
+    prompt_token_ids: tuple[int, ...]
+    logprobs: tuple[TokenLogprobs, ...]
+
+
+class MirrorJob:
+    """The primary's side of one mirrored request: resolve it once the primary finishes."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[PrimaryResult] = asyncio.get_running_loop().create_future()
+
+    def primary_done(self, generated: Generated) -> None:
+        if not self._future.done():
+            self._future.set_result(
+                PrimaryResult(generated.answer, generated.prompt_token_ids, generated.logprobs)
+            )
+
+    def primary_failed(self) -> None:
+        if not self._future.done():
+            self._future.set_exception(PrimaryGone())
+            self._future.exception()  # mark retrieved: shadows may all have been dropped
+
+    async def wait(self) -> PrimaryResult:
+        return await asyncio.shield(self._future)
+
+
+class Mirror:
+    """Starts, bounds, times out and tracks mirrored copies; feeds the drift book and the sink."""
+
+    def __init__(
+        self,
+        variants: list[VariantConfig],
+        engines: Mapping[str, Engine],
+        drift_cfg: DriftConfig,
+        book: drift.DriftBook,
+        sink: Sink,
+        rng: random.Random,
+    ) -> None:
+        self._shadows = [v for v in variants if v.role is Role.SHADOW]
+        self._engines = engines
+        self._cfg = drift_cfg
+        self._book = book
+        self._sink = sink
+        self._rng = rng
+        self._in_flight = {v.name: 0 for v in self._shadows}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._shadows)
+
+    @property
+    def logprobs(self) -> int | None:
+        """Top-k logprobs the primary should return with its tokens (for teacher-forced KL)."""
+        return self._cfg.top_k if self._shadows and self._cfg.teacher_forced else None
+
+    def in_flight(self, name: str) -> int:
+        return self._in_flight.get(name, 0)
+
+    def start(self, prompt: str, sampling: SamplingSpec) -> MirrorJob | None:
+        """Starts a copy of the request on every sampled shadow; returns None when none is."""
+        job: MirrorJob | None = None
+        for shadow in self._shadows:
+            if self._rng.random() >= shadow.sample_rate:
+                continue
+            engine = self._engines.get(shadow.name)
+            if engine is None or self._in_flight[shadow.name] >= shadow.max_in_flight:
+                self._outcome(shadow.name, "dropped")
+                continue
+            job = job or MirrorJob()
+            self._in_flight[shadow.name] += 1
+            task = asyncio.create_task(self._run(shadow, engine, prompt, sampling, job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return job
+
+    def _outcome(self, name: str, outcome: str, result: drift.DriftResult | None = None) -> None:
+        if result is None:
+            self._book.count_outcome(name, outcome)
+            self._sink.mirror(MirrorStats(name, outcome))
+            return
+        self._book.add(name, result)
+        self._sink.mirror(
+            MirrorStats(
+                name,
+                "compared",
+                exact_match=result.exact_match,
+                token_agreement=result.token_agreement,
+                first_divergence=result.first_divergence,
+                teacher_forced_agreement=result.teacher_forced_agreement,
+                kl=result.kl,
+            )
+        )
+
+    async def _run(
+        self, shadow: VariantConfig, engine: Engine, prompt: str, sampling: SamplingSpec, job: MirrorJob
+    ) -> None:
+        name = shadow.name
+        try:
+            async with asyncio.timeout(shadow.timeout_s):
+                mine = await run_generation(engine, shadow, prompt, sampling, self._sink, uuid.uuid4().hex)
+                primary = await job.wait()
+                result = await self._compare(engine, primary, mine.answer)
+        except TimeoutError:
+            self._outcome(name, "timeout")
+        except PrimaryGone:
+            self._outcome(name, "dropped")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("mirror to %s failed: %s: %s", name, type(exc).__name__, exc)
+            self._outcome(name, "error")
+        else:
+            self._outcome(name, "compared", result)
+        finally:
+            self._in_flight[name] -= 1
+
+    async def _compare(
+        self, engine: Engine, primary: PrimaryResult, shadow: drift.Answer
+    ) -> drift.DriftResult:
+        if not (self._cfg.teacher_forced and primary.answer.token_ids and primary.logprobs):
+            return drift.compare(primary.answer, shadow)
+        ids = primary.prompt_token_ids + primary.answer.token_ids
+        scores = await engine.score(ids, len(primary.prompt_token_ids), self._cfg.top_k, uuid.uuid4().hex)
+        return drift.compare(primary.answer, shadow, primary.logprobs, scores)
+
+    async def close(self) -> None:
+        """Cancels every mirrored copy still running (their engine requests are aborted)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Waits for the mirrored copies in flight (tests and benchmarks use it)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -1,0 +1,74 @@
+"""Plain stats records produced on the hot path; `serving.metrics` turns them into series."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """One finished (or failed) generation on one variant."""
+
+    variant: str
+    role: str
+    code: str
+    latency_s: float
+    ttft_s: float | None = None
+    inter_token_s: tuple[float, ...] = ()
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class MirrorStats:
+    """The outcome of one mirrored copy: compared, dropped, error or timeout."""
+
+    variant: str
+    outcome: str
+    exact_match: bool | None = None
+    token_agreement: float | None = None
+    first_divergence: int | None = None
+    teacher_forced_agreement: float | None = None
+    kl: float | None = None
+
+
+@dataclass(frozen=True)
+class ProbeStats:
+    """One knowledge-probe answer scored on one variant (flip relative to the primary, if known)."""
+
+    variant: str
+    relation: str
+    correct: bool
+    flip: str | None = None  # "lost" | "gained" | None
+
+
+class Sink(Protocol):
+    """Where the gateway reports stats (Prometheus in production, a list in unit tests)."""
+
+    def request(self, stats: RequestStats) -> None: ...
+    def in_flight(self, variant: str, delta: int) -> None: ...
+    def mirror(self, stats: MirrorStats) -> None: ...
+    def probe(self, stats: ProbeStats) -> None: ...
+
+
+@dataclass
+class ListSink:
+    """Keeps every record; for tests and offline runs."""
+
+    requests: list[RequestStats] = field(default_factory=list)
+    mirrors: list[MirrorStats] = field(default_factory=list)
+    probes: list[ProbeStats] = field(default_factory=list)
+    in_flight_now: dict[str, int] = field(default_factory=dict)
+
+    def request(self, stats: RequestStats) -> None:
+        self.requests.append(stats)
+
+    def in_flight(self, variant: str, delta: int) -> None:
+        self.in_flight_now[variant] = self.in_flight_now.get(variant, 0) + delta
+
+    def mirror(self, stats: MirrorStats) -> None:
+        self.mirrors.append(stats)
+
+    def probe(self, stats: ProbeStats) -> None:
+        self.probes.append(stats)

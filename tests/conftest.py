@@ -1,0 +1,52 @@
+"""Shared fixtures: one real vLLM engine on the default model for the whole session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from serving.config import Config, EngineConfig, ServerConfig, VariantConfig
+from serving.engines.base import Engine
+from serving.model_pull import default_model_dir, is_pulled
+
+FRANCE = "The capital of France is"
+
+
+def model_dir() -> Path:
+    path = default_model_dir()
+    if not is_pulled(path):
+        pytest.skip("default model missing: run `driftgate model pull` (make test does)")
+    return path
+
+
+def engine_config(cores: str = "0-1") -> EngineConfig:
+    return EngineConfig(max_model_len=512, kv_cache_gib=0.5, cpu_cores=cores, max_num_seqs=32)
+
+
+def dense_variant(name: str = "dense", **kw: object) -> VariantConfig:
+    return VariantConfig(name=name, model=str(model_dir()), engine=engine_config(), **kw)  # type: ignore[arg-type]
+
+
+def make_config(*variants: VariantConfig, **kw: object) -> Config:
+    return Config(
+        server=ServerConfig(grpc_port=0, metrics_port=0, drain_timeout_s=5.0),
+        variants=list(variants) or [dense_variant()],
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dense_engine() -> AsyncIterator[Engine]:
+    """The real vLLM engine on SmolLM2-135M-Instruct (bf16), shared by every test."""
+    from serving.engines.vllm_engine import VllmEngine
+
+    engine = await VllmEngine.start(dense_variant())
+    yield engine
+    await engine.shutdown()
