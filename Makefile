@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup setup-compress proto demo test lint typecheck pytest bench model clean
+.PHONY: setup setup-compress proto demo test lint typecheck pytest bench model clean promtool
 
 setup: $(VENV)/.stamp $(GEN)/driftgate/v1/gateway_pb2.py
 
@@ -59,9 +59,15 @@ lint: setup
 	$(VENV)/bin/ruff format --check serving compress tests bench loadtest tools
 
 typecheck: setup
-	$(VENV)/bin/mypy serving compress bench tools
+	$(VENV)/bin/mypy serving compress bench tools loadtest tests
 
-pytest: setup setup-compress
+# promtool (Debian package `prometheus`) checks the /metrics exposition in the tests.
+promtool:
+	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } \
+	  || echo "promtool not installed: the promtool checks will be skipped"; }
+
+pytest: setup setup-compress promtool
 	$(VENV)/bin/driftgate model pull
 	$(VPY) -m pytest -q -ra
 

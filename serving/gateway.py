@@ -19,7 +19,7 @@ from serving.config import Config, Role, VariantConfig
 from serving.engines.base import Engine, SamplingSpec
 from serving.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from serving.generation import Accumulator, stream_generation
-from serving.mirror import Mirror
+from serving.mirror import AnswerHook, Mirror
 from serving.routing import route
 from serving.stats import Sink
 
@@ -88,6 +88,16 @@ class Gateway:
         if self.config.variant(name) is None:
             raise KeyError(name)
         self._engines[name] = engine
+
+    @property
+    def on_answer(self) -> AnswerHook | None:
+        """Hook called with (variant, prompt, text, primary_text) for every answered request
+        (primary_text None) and compared mirrored copy; online probing sets it."""
+        return self.mirror.on_answer
+
+    @on_answer.setter
+    def on_answer(self, hook: AnswerHook | None) -> None:
+        self.mirror.on_answer = hook
 
     @property
     def engines(self) -> dict[str, Engine]:
@@ -181,6 +191,7 @@ class Gateway:
                     if not chunk.finished:
                         yield StreamEvent(chunk.text)
             done = acc.result()
+            self.mirror.answered(variant.name, call.prompt, done.answer.text, None)
             if job:
                 job.primary_done(done)
             yield StreamEvent(

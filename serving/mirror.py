@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from serving import drift
@@ -25,6 +25,10 @@ from serving.generation import Generated, run_generation
 from serving.stats import MirrorStats, Sink
 
 log = logging.getLogger(__name__)
+
+AnswerHook = Callable[[str, str, str, str | None], None]
+"""Called with (variant, prompt, answer text, primary's answer text or None) for every answered
+request and every compared mirrored copy (online probe scoring sets one; see `Gateway.on_answer`)."""
 
 
 class PrimaryGone(Exception):
@@ -79,6 +83,7 @@ class Mirror:
         self._rng = rng
         self._in_flight = {v.name: 0 for v in self._shadows}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_answer: AnswerHook | None = None
 
     @property
     def active(self) -> bool:
@@ -108,6 +113,15 @@ class Mirror:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return job
+
+    def answered(self, variant: str, prompt: str, text: str, primary_text: str | None) -> None:
+        """Passes an answer to `on_answer`, if set; a failing hook is logged, never raised."""
+        if self.on_answer is None:
+            return
+        try:
+            self.on_answer(variant, prompt, text, primary_text)
+        except Exception:
+            log.exception("answer hook failed")
 
     def _outcome(self, name: str, outcome: str, result: drift.DriftResult | None = None) -> None:
         if result is None:
@@ -147,6 +161,7 @@ class Mirror:
             self._outcome(name, "error")
         else:
             self._outcome(name, "compared", result)
+            self.answered(name, prompt, mine.answer.text, primary.answer.text)
         finally:
             self._in_flight[name] -= 1
 

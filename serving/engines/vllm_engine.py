@@ -114,6 +114,11 @@ class VllmEngine:
     def count_tokens(self, prompt: str) -> int:
         return len(self._tokenizer.encode(prompt))
 
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text` with the engine's tokenizer (as the engine tokenizes a prompt when
+        `add_special_tokens`); knowledge probes use it to build teacher-forced candidates."""
+        return [int(t) for t in self._tokenizer.encode(text, add_special_tokens=add_special_tokens)]
+
     def _params(self, sampling: SamplingSpec, logprobs: int | None, **extra: Any) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
@@ -195,4 +200,9 @@ class VllmEngine:
         return int(self._llm.get_num_unfinished_requests())
 
     async def shutdown(self) -> None:
+        # Stop vLLM's output handler first: otherwise it logs the engine-core exit as an error.
+        handler = getattr(self._llm, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
+            await asyncio.gather(handler, return_exceptions=True)
         await asyncio.to_thread(self._llm.shutdown)

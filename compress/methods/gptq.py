@@ -1,0 +1,31 @@
+"""GPTQ int4 weights through llm-compressor's GPTQModifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from compress.methods._common import (
+    MethodResult,
+    int_weight_scheme,
+    linear_modules,
+    resolve_group_size,
+    run_oneshot,
+)
+from compress.recipes import GPTQParams
+
+
+def apply(model: torch.nn.Module, tokenizer: Any, params: GPTQParams, calib: Any) -> MethodResult:
+    from llmcompressor.modifiers.gptq import GPTQModifier
+
+    modules = linear_modules(model, params.ignore)
+    group_size = resolve_group_size(model, params.group_size, modules)
+    modifier = GPTQModifier(
+        config_groups={"group_0": int_weight_scheme(params.bits, group_size, params.symmetric)},
+        ignore=params.ignore,
+        block_size=params.block_size,
+        dampening_frac=params.dampening_frac,
+    )
+    run_oneshot(model, [modifier], calib, params)
+    return MethodResult(modules=modules, resolved={"group_size": group_size})

@@ -1,0 +1,121 @@
+"""Engines for tests: a scripted fake (pure routing logic only) and fault-injecting wrappers
+around a real engine (for the mirroring tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+
+from serving.engines.base import Chunk, Engine, SamplingSpec, TokenLogprobs
+
+
+class FakeEngine:
+    """Answers every prompt with `text` split into one chunk per word."""
+
+    def __init__(self, name: str, text: str = "ok fine", max_model_len: int = 512) -> None:
+        self.name = name
+        self.text = text
+        self._max = max_model_len
+        self.prompts: list[str] = []
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(prompt.split())
+
+    async def generate(
+        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        self.prompts.append(prompt)
+        words = self.text.split(" ")
+        for i, w in enumerate(words):
+            last = i == len(words) - 1
+            yield Chunk(
+                text=w if i == 0 else " " + w,
+                token_ids=(i,),
+                finished=last,
+                finish_reason="stop" if last else None,
+                prompt_tokens=self.count_tokens(prompt),
+                completion_tokens=i + 1,
+            )
+
+    async def score(
+        self, token_ids: Sequence[int], start: int, top_k: int, request_id: str
+    ) -> list[TokenLogprobs]:
+        return [{t: 0.0} for t in token_ids[start:]]
+
+    async def abort(self, request_id: str) -> None:
+        return None
+
+    async def check_health(self) -> None:
+        return None
+
+    def num_unfinished(self) -> int:
+        return 0
+
+    async def shutdown(self) -> None:
+        return None
+
+
+class _Wrapper:
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    @property
+    def max_model_len(self) -> int:
+        return self.inner.max_model_len
+
+    def count_tokens(self, prompt: str) -> int:
+        return self.inner.count_tokens(prompt)
+
+    async def score(
+        self, token_ids: Sequence[int], start: int, top_k: int, request_id: str
+    ) -> list[TokenLogprobs]:
+        return await self.inner.score(token_ids, start, top_k, request_id)
+
+    async def abort(self, request_id: str) -> None:
+        await self.inner.abort(request_id)
+
+    async def check_health(self) -> None:
+        await self.inner.check_health()
+
+    def num_unfinished(self) -> int:
+        return self.inner.num_unfinished()
+
+    async def shutdown(self) -> None:
+        return None
+
+
+class RaisingEngine(_Wrapper):
+    """A shadow whose generations fail at once."""
+
+    async def generate(
+        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        raise RuntimeError("injected shadow failure")
+        yield Chunk(text="", token_ids=())  # pragma: no cover  (makes this an async generator)
+
+
+class HangingEngine(_Wrapper):
+    """A shadow that never answers (until cancelled); counts how many copies it holds."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(inner)
+        self.holding = 0
+        self.cancelled = 0
+
+    async def generate(
+        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        self.holding += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.holding -= 1
+        yield Chunk(text="", token_ids=())  # pragma: no cover  (never reached)

@@ -1,0 +1,64 @@
+"""Config loading: defaults, YAML, unknown keys, validation, CLI flags built from the same types."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from serving.config import Config, Role, ServerConfig, add_flags, apply_flags, load_config
+from serving.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load() -> None:
+    dense = load_config(ROOT / "configs/dense.yaml")
+    assert [v.name for v in dense.variants] == ["dense"] and dense.primary.role is Role.PRIMARY
+    demo = load_config(ROOT / "configs/demo.yaml")
+    names = {v.name for v in demo.variants}
+    assert {"dense", "gptq-w4a16", "awq-w4a16", "sparsegpt-50", "sparsegpt-2of4", "int8-w8a8"} <= names
+    assert "magnitude-global-all-50" in names
+    assert all(v.role is Role.SHADOW for v in demo.variants if v.name != "dense")
+
+
+def test_defaults_and_home_expansion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DRIFTGATE_HOME", str(tmp_path))
+    cfg = Config()
+    assert cfg.primary.model_path == str(tmp_path / "models/smollm2-135m-instruct")
+    assert cfg.primary.engine.dtype == "bfloat16" and cfg.server.grpc_port == 50051
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("serverr: {}", "unknown key(s) ['serverr']"),
+        ("server: {grpc_prt: 1}", "config.yaml.server: unknown key(s) ['grpc_prt']"),
+        ("variants: [{name: a, engine: {cores: '0'}}]", "unknown key(s) ['cores']"),
+        ("server: {grpc_port: '80'}", "expected int"),
+        ("variants: [{name: a, role: boss}]", "'boss' is not one of"),
+        ("variants: [{name: a, role: shadow}]", "exactly one variant must have role primary"),
+        ("variants: [{name: a}, {name: a, role: shadow}]", "unique"),
+        ("variants: [{name: a}, {name: b, role: shadow, sample_rate: 1.5}]", "sample_rate"),
+    ],
+)
+def test_bad_configs_are_rejected_with_the_key(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text).rename(tmp_path / "config.yaml"))
+    assert fragment in str(info.value)
+
+
+def test_cli_flags_come_from_the_dataclass() -> None:
+    parser = argparse.ArgumentParser()
+    add_flags(parser, ServerConfig)
+    args = parser.parse_args(["--grpc-port", "0", "--metrics-port", "9999"])
+    cfg = Config()
+    apply_flags(cfg.server, args)
+    assert (cfg.server.grpc_port, cfg.server.metrics_port, cfg.server.host) == (0, 9999, "127.0.0.1")

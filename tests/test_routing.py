@@ -1,0 +1,105 @@
+"""Routing logic (pure) and A/B splitting through the gateway with scripted engines."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+
+from serving.config import Config, Role, VariantConfig
+from serving.errors import NotFound, Unavailable
+from serving.gateway import Gateway, GenerateCall
+from serving.routing import pick_weighted, route, unit_interval
+from serving.stats import ListSink
+from tests.fakes import FakeEngine
+
+
+def test_unit_interval_is_stable_and_in_range() -> None:
+    points = [unit_interval(f"req-{i}") for i in range(1000)]
+    assert all(0.0 <= p < 1.0 for p in points)
+    assert unit_interval("abc") == unit_interval("abc") != unit_interval("abd")
+    assert 0.45 < sum(points) / len(points) < 0.55
+
+
+def test_pick_weighted_slices() -> None:
+    choices = [("a", 3.0), ("b", 1.0), ("z", 0.0)]
+    assert pick_weighted(choices, 0.0) == "a"
+    assert pick_weighted(choices, 0.7499) == "a"
+    assert pick_weighted(choices, 0.75) == "b"
+    assert pick_weighted(choices, 0.9999999) == "b"
+    with pytest.raises(ValueError):
+        pick_weighted([("a", 0.0)], 0.5)
+
+
+def _within(count: int, n: int, p: float) -> bool:
+    """Binomial count within 4.5 standard deviations of n * p."""
+    return abs(count - n * p) <= 4.5 * math.sqrt(n * p * (1 - p))
+
+
+def test_route_splits_random_and_sticky_traffic_by_weight() -> None:
+    choices = [("dense", 0.8), ("cand", 0.2)]
+    rng = random.Random(7)
+    n = 4000
+    random_split = Counter(route(choices, None, rng) for _ in range(n))
+    sticky_split = Counter(route(choices, f"user-{i}", rng) for i in range(n))
+    for split in (random_split, sticky_split):
+        assert _within(split["cand"], n, 0.2), split
+    assert all(route(choices, "user-42", rng) == route(choices, "user-42", rng) for _ in range(50))
+
+
+def _gateway(*variants: VariantConfig) -> tuple[Gateway, dict[str, FakeEngine], ListSink]:
+    sink = ListSink()
+    gateway = Gateway(Config(variants=list(variants)), sink, random.Random(1))
+    engines = {v.name: FakeEngine(v.name, text=f"answer from {v.name}") for v in variants}
+    for name, engine in engines.items():
+        gateway.attach(name, engine)
+    return gateway, engines, sink
+
+
+async def test_candidate_share_and_stickiness_through_the_gateway() -> None:
+    gateway, _, sink = _gateway(
+        VariantConfig(name="dense", weight=3.0),
+        VariantConfig(name="cand", role=Role.CANDIDATE, weight=1.0),
+        VariantConfig(name="shadow", role=Role.SHADOW, sample_rate=0.0),
+    )
+    n = 800
+    replies = [await gateway.generate(GenerateCall(prompt="hi", request_id=f"u{i}")) for i in range(n)]
+    split = Counter(r.variant for r in replies)
+    assert set(split) == {"dense", "cand"}  # a shadow never answers live traffic
+    assert _within(split["cand"], n, 0.25), split
+    again = [await gateway.generate(GenerateCall(prompt="hi", request_id=f"u{i}")) for i in range(100)]
+    assert [r.variant for r in again] == [r.variant for r in replies[:100]]
+    assert all(r.text == f"answer from {r.variant}" for r in replies)
+    assert {s.role for s in sink.requests} == {"primary", "candidate"}
+
+
+async def test_pins_and_readiness() -> None:
+    gateway, engines, _ = _gateway(
+        VariantConfig(name="dense"), VariantConfig(name="shadow", role=Role.SHADOW, sample_rate=0.0)
+    )
+    assert (await gateway.generate(GenerateCall(prompt="hi", variant="shadow"))).variant == "shadow"
+    with pytest.raises(NotFound, match="unknown variant 'x'"):
+        await gateway.generate(GenerateCall(prompt="hi", variant="x"))
+    late = Gateway(Config(variants=[VariantConfig(name="dense")]), ListSink())
+    assert not late.is_ready()
+    with pytest.raises(Unavailable, match="no variant is ready"):
+        await late.generate(GenerateCall(prompt="hi"))
+    late.attach("dense", engines["dense"])
+    assert late.is_ready() and (await late.generate(GenerateCall(prompt="hi"))).variant == "dense"
+
+
+async def test_sample_rate_mirrors_a_share_of_requests() -> None:
+    gateway, engines, sink = _gateway(
+        VariantConfig(name="dense"),
+        VariantConfig(name="half", role=Role.SHADOW, sample_rate=0.5, max_in_flight=1000),
+    )
+    n = 400
+    for _ in range(n):
+        await gateway.generate(GenerateCall(prompt="hi"))
+    await gateway.mirror.drain()
+    assert _within(len(engines["half"].prompts), n, 0.5)
+    assert all(m.outcome == "compared" for m in sink.mirrors) and len(sink.mirrors) == len(
+        engines["half"].prompts
+    )
