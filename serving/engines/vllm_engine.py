@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
@@ -71,6 +72,16 @@ def _map_error(exc: Exception) -> GatewayError:
     if isinstance(exc, EngineDeadError):
         return Unavailable("the engine is not running")
     return EngineFailure(f"engine error: {type(exc).__name__}")
+
+
+class _Closed:
+    """Stands in for a shut-down AsyncLLM: every use is an UNAVAILABLE error."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        raise Unavailable(f"variant {self._name} has been shut down")
 
 
 class VllmEngine:
@@ -200,9 +211,14 @@ class VllmEngine:
         return int(self._llm.get_num_unfinished_requests())
 
     async def shutdown(self) -> None:
+        if isinstance(self._llm, _Closed):
+            return
         # Stop vLLM's output handler first: otherwise it logs the engine-core exit as an error.
         handler = getattr(self._llm, "output_handler", None)
         if handler is not None:
             handler.cancel()
             await asyncio.gather(handler, return_exceptions=True)
         await asyncio.to_thread(self._llm.shutdown)
+        # Drop the engine now: vLLM's AsyncLLM.__del__ fails noisily when it runs at interpreter exit.
+        self._llm = _Closed(self.name)
+        gc.collect()
