@@ -115,8 +115,9 @@ class VllmEngine:
                 log.info(
                     "starting vLLM engine %s on %s (cores %s)", variant.name, variant.model_path, e.cpu_cores
                 )
-                llm = AsyncLLM.from_engine_args(args)
-        return cls(variant.name, llm, e.max_model_len)
+                # Not bound to a local: a module vLLM imports while building the engine keeps this
+                # frame alive, and a local would keep the AsyncLLM alive until interpreter exit.
+                return cls(variant.name, AsyncLLM.from_engine_args(args), e.max_model_len)
 
     @property
     def max_model_len(self) -> int:
