@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 import grpc
 
 from serving.config import Config, load_config
+from serving.probes.facts import Fact
 
 CAPITALS = [
     "The capital of France is",
@@ -28,7 +31,30 @@ CAPITALS = [
     "The capital of Egypt is",
     "The capital of Canada is",
 ]
+MIRRORED_PROMPTS = [
+    *CAPITALS,
+    "The largest planet in the solar system is",
+    "Water boils at a temperature of",
+    "The chemical symbol for gold is",
+    "The author of Romeo and Juliet is",
+    "The longest river in Africa is",
+    "The speed of light is about",
+    "Photosynthesis is the process by which",
+    "The first man to walk on the moon was",
+    "A CPU cache is",
+    "The currency of the United Kingdom is the",
+    "Mount Everest is located in",
+]
 MIRRORED_REQUESTS = 16
+
+
+def stratified(facts: list[Fact], limit: int) -> list[Fact]:
+    """The first `limit` facts (0 = all) taken round-robin across relations, in file order."""
+    by_relation: dict[str, list[Fact]] = {}
+    for fact in facts:
+        by_relation.setdefault(fact.relation, []).append(fact)
+    mixed = [f for group in itertools.zip_longest(*by_relation.values()) for f in group if f is not None]
+    return mixed[: limit or None]
 
 
 def _say(msg: str) -> None:
@@ -57,10 +83,7 @@ async def _mirrored(stub: Any, gateway: Any) -> None:
         f"{MIRRORED_REQUESTS} greedy requests to the gateway (answered by the primary, mirrored to every shadow)"
     )
     gateway.drift_summary(reset=True)
-    prompts = [
-        CAPITALS[i] if i < len(CAPITALS) else f"Tell me one fact about the number {i}."
-        for i in range(MIRRORED_REQUESTS)
-    ]
+    prompts = MIRRORED_PROMPTS[:MIRRORED_REQUESTS]
     t0 = time.perf_counter()
     replies = await asyncio.gather(
         *(stub.Generate(pb.GenerateRequest(prompt=p, max_tokens=24, temperature=0.0)) for p in prompts)
@@ -127,7 +150,7 @@ async def _run(config: Config, probes: str, limit: int) -> Path:
             await _side_by_side(stub, [v.name for v in config.variants])
             await _mirrored(stub, app.gateway)
             drift_rows = await _drift_table(stub)
-            facts = load_probe_set(probes)[: limit or None]
+            facts = stratified(load_probe_set(probes), limit)
             _say(
                 f"replaying {len(facts)} probe facts from {probes} through the gateway, pinned to each variant"
             )
@@ -139,7 +162,8 @@ async def _run(config: Config, probes: str, limit: int) -> Path:
             print(format_table(report))
             _say("throughput per variant during the probe replay")
             for name, cost in run.costs().items():
-                print(f"{name:26s} {cost['tokens_per_s']:7.1f} tok/s   {cost['bytes'] / 1e6:7.1f} MB on disk")
+                size = f"{cost['bytes'] / 1e6:7.1f} MB on disk" if "bytes" in cost else ""
+                print(f"{name:26s} {cost['tokens_per_s']:7.1f} tok/s   {size}")
             _check_metrics(app.metrics_port)
             print("\nwritten: " + ", ".join(str(p) for p in paths))
     finally:
@@ -152,6 +176,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from serving.model_pull import pull
 
     logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the demo's output readable
     _say("pulling the dense model (SmolLM2-135M-Instruct, bf16)")
     print(pull())
     _say("building the compressed variants (cached)")

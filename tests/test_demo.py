@@ -1,0 +1,22 @@
+"""The demo's pure helpers."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from serving.demo import MIRRORED_PROMPTS, MIRRORED_REQUESTS, stratified
+from serving.probes.facts import load_builtin
+
+
+def test_stratified_takes_every_relation_evenly_in_file_order() -> None:
+    facts = load_builtin("geo")
+    picked = stratified(facts, 60)
+    counts = Counter(f.relation for f in picked)
+    assert len(picked) == 60 and len(counts) == 6 and set(counts.values()) == {10}
+    capitals = [f for f in picked if f.relation == "capital"]
+    assert capitals == [f for f in facts if f.relation == "capital"][:10]
+    assert sorted(map(id, stratified(facts, 0))) == sorted(map(id, facts))
+
+
+def test_demo_sends_distinct_mirrored_prompts() -> None:
+    assert len(set(MIRRORED_PROMPTS[:MIRRORED_REQUESTS])) == MIRRORED_REQUESTS == 16
