@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from serving.app import start_app
-from serving.config import Config, EngineConfig, Role, ServerConfig, VariantConfig
+from serving.config import Config, DriftConfig, EngineConfig, Role, ServerConfig, VariantConfig
 from serving.engines.vllm_engine import VllmEngine
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -75,8 +75,12 @@ def variant(name: str, model: str, cores: str, role: Role = Role.PRIMARY, **kw: 
     return VariantConfig(name=name, model=model, role=role, engine=engine, **kw)  # type: ignore[arg-type]
 
 
-def config(*variants: VariantConfig) -> Config:
-    return Config(server=ServerConfig(grpc_port=0, metrics_port=-1), variants=list(variants))
+def config(*variants: VariantConfig, teacher_forced: bool = True) -> Config:
+    return Config(
+        server=ServerConfig(grpc_port=0, metrics_port=-1),
+        drift=DriftConfig(teacher_forced=teacher_forced),
+        variants=list(variants),
+    )
 
 
 def grpc_call(stub: pb_grpc.GatewayStub) -> Callable[[str], Awaitable[int]]:
@@ -141,10 +145,10 @@ async def mirroring_off_vs_on(model: str, concurrency: int = 8, total: int = 48)
     lines = [f"mirroring off vs on (primary on core 0, shadow on core 1, c={concurrency}, {total} requests):"]
     runs: dict[str, Run] = {}
     try:
-        for label, shadow_cfg in (("off", shadow_off), ("on", shadow_on)):
-            app = await start_app(
-                config(primary_cfg, shadow_cfg), engines={"dense": primary, "shadow": shadow}
-            )
+        cases = (("off", shadow_off, False), ("on, no TF", shadow_on, False), ("on", shadow_on, True))
+        for label, shadow_cfg, tf in cases:
+            cfg = config(primary_cfg, shadow_cfg, teacher_forced=tf)
+            app = await start_app(cfg, engines={"dense": primary, "shadow": shadow})
             try:
                 async with grpc.aio.insecure_channel(app.address) as channel:
                     call = grpc_call(pb_grpc.GatewayStub(channel))
@@ -158,14 +162,19 @@ async def mirroring_off_vs_on(model: str, concurrency: int = 8, total: int = 48)
                 await app.stop()
             s = summary["shadow"]
             lines.append(
-                f"  mirroring {label:<3}: p50 {statistics.median(run.latencies):.3f} s  p99 {run.pct(0.99):.3f} s  "
+                f"  mirroring {label:<9}: p50 {statistics.median(run.latencies):.3f} s  p99 {run.pct(0.99):.3f} s  "
                 f"{run.rps:.2f} req/s {run.tps:.1f} tok/s | mirrored compared {s.compared} dropped {s.dropped} "
                 f"timeout {s.timeout} error {s.error}"
             )
-        on, off = runs["on"], runs["off"]
+        off = runs["off"]
+        for label in ("on, no TF", "on"):
+            on = runs[label]
+            lines.append(
+                f"  ratio {label}/off: p50 {statistics.median(on.latencies) / statistics.median(off.latencies):.3f}  "
+                f"p99 {on.pct(0.99) / off.pct(0.99):.3f}  throughput {on.tps / off.tps:.3f}"
+            )
         lines.append(
-            f"  ratio on/off: p50 {statistics.median(on.latencies) / statistics.median(off.latencies):.3f}  "
-            f"p99 {on.pct(0.99) / off.pct(0.99):.3f}  throughput {on.tps / off.tps:.3f}"
+            "  (TF = teacher-forced scoring: the primary returns top-k logprobs, the shadow scores its answer)"
         )
     finally:
         await primary.shutdown()
