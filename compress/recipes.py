@@ -61,6 +61,15 @@ def _check_fraction(name: str, value: object) -> None:
         raise RecipeError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
 
 
+def _check_int_weights(p: GPTQParams | AWQParams) -> None:
+    """The checks GPTQ and AWQ share: bit width, group size, ignored modules, calibration."""
+    if p.bits not in (4, 8):
+        raise RecipeError(f"bits must be 4 or 8, got {p.bits!r}")
+    _check_group_size(p.group_size)
+    _check_ignore(p.ignore)
+    _check_calibration(p.num_calibration_samples, p.max_seq_length)
+
+
 @dataclass
 class GPTQParams:
     """GPTQ (Frantar et al. 2022) int weights with per-group scales; activations stay 16-bit."""
@@ -75,11 +84,7 @@ class GPTQParams:
     max_seq_length: int = 256
 
     def __post_init__(self) -> None:
-        if self.bits not in (4, 8):
-            raise RecipeError(f"bits must be 4 or 8, got {self.bits!r}")
-        _check_group_size(self.group_size)
-        _check_ignore(self.ignore)
-        _check_calibration(self.num_calibration_samples, self.max_seq_length)
+        _check_int_weights(self)
 
 
 @dataclass
@@ -96,13 +101,9 @@ class AWQParams:
     max_seq_length: int = 256
 
     def __post_init__(self) -> None:
-        if self.bits not in (4, 8):
-            raise RecipeError(f"bits must be 4 or 8, got {self.bits!r}")
-        _check_group_size(self.group_size)
+        _check_int_weights(self)
         if not isinstance(self.n_grid, int) or self.n_grid < 1:
             raise RecipeError(f"n_grid must be a positive integer, got {self.n_grid!r}")
-        _check_ignore(self.ignore)
-        _check_calibration(self.num_calibration_samples, self.max_seq_length)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -40,6 +41,17 @@ def make_config(*variants: VariantConfig, **kw: object) -> Config:
         variants=list(variants) or [dense_variant()],
         **kw,  # type: ignore[arg-type]
     )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stub(app: Any) -> AsyncIterator[Any]:
+    """A Gateway stub on the module's `app` fixture (each engine test module defines `app`)."""
+    import grpc
+
+    from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        yield pb_grpc.GatewayStub(channel)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

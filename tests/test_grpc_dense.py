@@ -32,12 +32,6 @@ async def app(dense_engine: Engine) -> AsyncIterator[App]:
     await running.stop()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def stub(app: App) -> AsyncIterator[pb_grpc.GatewayStub]:
-    async with grpc.aio.insecure_channel(app.address) as channel:
-        yield pb_grpc.GatewayStub(channel)
-
-
 def _sample(app: App, name: str, labels: dict[str, str]) -> float:
     value = app.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value

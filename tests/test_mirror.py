@@ -55,12 +55,6 @@ async def app(dense_engine: Engine) -> AsyncIterator[App]:
     await running.stop()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def stub(app: App) -> AsyncIterator[pb_grpc.GatewayStub]:
-    async with grpc.aio.insecure_channel(app.address) as channel:
-        yield pb_grpc.GatewayStub(channel)
-
-
 def value(app: App, name: str, **labels: str) -> float:
     return app.registry.get_sample_value(name, labels) or 0.0
 
