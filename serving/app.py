@@ -13,12 +13,14 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from serving.config import Config, Role, VariantConfig
 from serving.engines.base import Engine
+from serving.errors import ConfigError
 from serving.gateway import Gateway
 from serving.grpc.server import GrpcServer
 from serving.metrics import PrometheusSink, serve_metrics
@@ -30,6 +32,12 @@ EngineFactory = Callable[[VariantConfig], Awaitable[Engine]]
 
 async def vllm_factory(variant: VariantConfig) -> Engine:
     from serving.engines.vllm_engine import VllmEngine
+
+    if not (Path(variant.model_path) / "config.json").is_file():
+        raise ConfigError(
+            f"variant {variant.name}: no checkpoint at {variant.model_path} "
+            "(run `driftgate model pull`, or `driftgate compress --all` for the compressed variants)"
+        )
 
     return await VllmEngine.start(variant)
 
