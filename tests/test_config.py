@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import Config, Role, ServerConfig, add_flags, apply_flags, load_config
+from serving.config import Config, Role, ServerConfig, VariantConfig, add_flags, apply_flags, load_config
 from serving.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +62,14 @@ def test_cli_flags_come_from_the_dataclass() -> None:
     cfg = Config()
     apply_flags(cfg.server, args)
     assert (cfg.server.grpc_port, cfg.server.metrics_port, cfg.server.host) == (0, 9999, "127.0.0.1")
+
+
+async def test_serving_a_missing_checkpoint_is_a_config_error(tmp_path: Path) -> None:
+    from serving.app import start_app
+
+    cfg = Config(
+        server=ServerConfig(grpc_port=0, metrics_port=-1),
+        variants=[VariantConfig(name="dense", model=str(tmp_path / "nowhere"))],
+    )
+    with pytest.raises(ConfigError, match="variant dense: no checkpoint at"):
+        await start_app(cfg)
