@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from typing import Any
 import grpc
 
 from serving.config import Config, load_config
-from serving.probes.facts import Fact
+from serving.probes.facts import stratified
 
 CAPITALS = [
     "The capital of France is",
@@ -46,15 +45,6 @@ MIRRORED_PROMPTS = [
     "Mount Everest is located in",
 ]
 MIRRORED_REQUESTS = 16
-
-
-def stratified(facts: list[Fact], limit: int) -> list[Fact]:
-    """The first `limit` facts (0 = all) taken round-robin across relations, in file order."""
-    by_relation: dict[str, list[Fact]] = {}
-    for fact in facts:
-        by_relation.setdefault(fact.relation, []).append(fact)
-    mixed = [f for group in itertools.zip_longest(*by_relation.values()) for f in group if f is not None]
-    return mixed[: limit or None]
 
 
 def _say(msg: str) -> None:

@@ -42,7 +42,7 @@ from typing import Any, Protocol, TypeVar
 from serving.config import Config, Role, VariantConfig, driftgate_home, load_config
 from serving.engines.base import Engine, SamplingSpec
 from serving.errors import EngineFailure, GatewayError
-from serving.probes.facts import Fact, ProbeFileError, load_builtin, resolve_probes
+from serving.probes.facts import Fact, ProbeFileError, load_builtin, resolve_probes, stratified
 from serving.probes.report import format_table, validate_report
 from serving.probes.scoring import VariantResult, build_report, candidates_for, hit_at_k, is_correct
 
@@ -367,7 +367,7 @@ def run_probe_command(args: argparse.Namespace) -> int:
             raise ProbeRunError("--k must be >= 1 and --limit >= 0")
         config = load_config(args.config)
         pool = load_probe_set(args.probes)
-        facts = pool[: args.limit] if args.limit else pool
+        facts = stratified(pool, args.limit)
         out_dir = Path(args.out).expanduser() if args.out else default_report_dir()
         if args.target:
             run = asyncio.run(run_gateway(args.target, facts))

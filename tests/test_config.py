@@ -73,3 +73,9 @@ async def test_serving_a_missing_checkpoint_is_a_config_error(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match="variant dense: no checkpoint at"):
         await start_app(cfg)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.primary.name == "dense"

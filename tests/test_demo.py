@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from serving.demo import MIRRORED_PROMPTS, MIRRORED_REQUESTS, stratified
-from serving.probes.facts import load_builtin
+from serving.demo import MIRRORED_PROMPTS, MIRRORED_REQUESTS
+from serving.probes.facts import load_builtin, stratified
 
 
 def test_stratified_takes_every_relation_evenly_in_file_order() -> None:
@@ -15,7 +15,7 @@ def test_stratified_takes_every_relation_evenly_in_file_order() -> None:
     assert len(picked) == 60 and len(counts) == 6 and set(counts.values()) == {10}
     capitals = [f for f in picked if f.relation == "capital"]
     assert capitals == [f for f in facts if f.relation == "capital"][:10]
-    assert sorted(map(id, stratified(facts, 0))) == sorted(map(id, facts))
+    assert stratified(facts, 0) == facts
 
 
 def test_demo_sends_distinct_mirrored_prompts() -> None:

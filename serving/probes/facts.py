@@ -22,6 +22,7 @@ A probe file is JSONL (UTF-8), one fact per line::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -215,3 +216,14 @@ def resolve_probes(name_or_path: str | Path) -> list[Fact]:
     if isinstance(name_or_path, str) and name_or_path in BUILTIN_PROBE_SETS:
         return load_builtin(name_or_path)
     return load_probes(name_or_path)
+
+
+def stratified(facts: Sequence[Fact], limit: int) -> list[Fact]:
+    """`limit` facts taken round-robin across relations, each in file order (0 = all, as given)."""
+    if not limit:
+        return list(facts)
+    by_relation: dict[str, list[Fact]] = {}
+    for fact in facts:
+        by_relation.setdefault(fact.relation, []).append(fact)
+    mixed = [f for group in itertools.zip_longest(*by_relation.values()) for f in group if f is not None]
+    return mixed[:limit]
