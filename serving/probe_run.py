@@ -39,7 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from serving.config import Config, Role, VariantConfig, driftgate_home, load_config
+from serving.app import EngineFactory, vllm_factory
+from serving.config import Config, Role, driftgate_home, load_config
 from serving.engines.base import Engine, SamplingSpec
 from serving.errors import EngineFailure, GatewayError
 from serving.probes.facts import Fact, ProbeFileError, load_builtin, resolve_probes, stratified
@@ -53,7 +54,6 @@ GATEWAY_CONCURRENCY = 16
 BUILTIN_PREFIX = "builtin:"
 
 T = TypeVar("T")
-EngineFactory = Callable[[VariantConfig], Awaitable[Engine]]
 
 
 class ProbeRunError(Exception):
@@ -222,19 +222,13 @@ async def probe_engines(
     return ProbeRun(primary, runs, {}, k).report(facts, created=_now())
 
 
-async def _start_default(variant: VariantConfig) -> Engine:
-    from serving.engines.vllm_engine import VllmEngine
-
-    return await VllmEngine.start(variant)
-
-
 async def run_config(
     config: Config,
     facts: Sequence[Fact],
     *,
     k: int | None = 5,
     pool: Sequence[Fact] | None = None,
-    factory: EngineFactory = _start_default,
+    factory: EngineFactory = vllm_factory,
     shutdown: bool = True,
     log: Callable[[str], None] = lambda _: None,
 ) -> ProbeRun:
