@@ -5,9 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CVENV := .venv-compress
 GEN := serving/grpc/_gen
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export TOKENIZERS_PARALLELISM := false
+# Offline mode (no model hub at run time) is set by the code itself: serving/home.py OFFLINE_ENV.
 
 .PHONY: setup setup-compress proto demo test lint typecheck pytest bench model clean promtool
 
@@ -24,11 +22,8 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 
 # Generated protobuf code is built here, never committed.
-$(GEN)/driftgate/v1/gateway_pb2.py: proto/driftgate/v1/gateway.proto $(VENV)/.stamp
-	rm -rf $(GEN) && mkdir -p $(GEN)
-	$(VPY) -m grpc_tools.protoc -Iproto --python_out=$(GEN) --grpc_python_out=$(GEN) --pyi_out=$(GEN) $<
-	sed -i 's/^from driftgate\.v1 import/from serving.grpc._gen.driftgate.v1 import/' $(GEN)/driftgate/v1/gateway_pb2_grpc.py
-	touch $(GEN)/__init__.py $(GEN)/driftgate/__init__.py $(GEN)/driftgate/v1/__init__.py
+$(GEN)/driftgate/v1/gateway_pb2.py: proto/driftgate/v1/gateway.proto tools/gen_proto.py $(VENV)/.stamp
+	$(VPY) tools/gen_proto.py
 
 proto: $(GEN)/driftgate/v1/gateway_pb2.py
 
@@ -75,7 +70,7 @@ test: lint typecheck pytest
 
 bench: setup setup-compress
 	$(VENV)/bin/driftgate model pull
-	$(VPY) -m bench.run
+	$(VENV)/bin/driftgate bench
 
 clean:
 	rm -rf $(GEN) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -77,7 +77,7 @@ def variant(name: str, model: str, cores: str, role: Role = Role.PRIMARY, **kw: 
 
 def config(*variants: VariantConfig, teacher_forced: bool = True) -> Config:
     return Config(
-        server=ServerConfig(grpc_port=0, metrics_port=-1),
+        server=ServerConfig(grpc_port=0, metrics_port=-1, http_port=-1),
         drift=DriftConfig(teacher_forced=teacher_forced),
         variants=list(variants),
     )

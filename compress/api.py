@@ -15,17 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compress.checkpoint import CheckpointError, check_model_dir, checkpoint_sha256
+from compress.checkpoint import CheckpointError, check_model_dir
 from compress.manifest import Manifest, read_manifest
-from compress.paths import (
-    MANIFEST_NAME,
-    REPO_ROOT,
-    compress_python,
-    default_model_dir,
-    variant_dir,
-    variants_dir,
-)
+from compress.paths import MANIFEST_NAME, REPO_ROOT, compress_python, variant_dir
 from compress.recipes import Recipe, load_recipe
+from serving.home import checkpoint_sha256, default_model_dir, set_offline, variants_dir
 
 DEMO_RECIPES = (
     "gptq-w4a16",
@@ -45,9 +39,7 @@ def worker_env(verbose: bool = False) -> dict[str, str]:
     """The environment of the worker subprocess: offline, the repo on PYTHONPATH, quiet logs."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.update(
-        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false"
-    )
+    set_offline(env)
     # llm-compressor warns "No accelerator available!" at every step on CPU: show only errors by default.
     env.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "INFO" if verbose else "ERROR")
     return env

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.checkpoint import sha256_file
 from compress.paths import CALIBRATION_FILE
+from serving.home import sha256_file
 
 
 def calibration_texts(path: Path = CALIBRATION_FILE) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -91,22 +90,6 @@ def fp32_bytes(model_dir: Path) -> int:
 
 def num_params(model_dir: Path) -> int:
     return sum(t.numel for t in read_tensors(model_dir).values())
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def checkpoint_sha256(model_dir: Path) -> str:
-    """One sha256 over the checkpoint's safetensors files (file names and contents, sorted by name)."""
-    digest = hashlib.sha256()
-    for path in safetensors_files(model_dir):
-        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode() + b"\n")
-    return digest.hexdigest()
 
 
 def check_model_dir(model_dir: Path) -> None:

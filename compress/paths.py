@@ -1,32 +1,18 @@
-"""Where driftgate keeps models and variants: ``$DRIFTGATE_HOME``, default ``~/.cache/driftgate``."""
+"""Paths of the compress stage; ``$DRIFTGATE_HOME`` and the default directories come from
+``serving.home`` (one definition for serving and compress)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+from serving.home import variants_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
 RECIPES_DIR = PACKAGE_DIR / "recipes"
 CALIBRATION_FILE = PACKAGE_DIR / "data" / "calibration.txt"
 MANIFEST_NAME = "driftgate-manifest.json"
-
-
-def driftgate_home() -> Path:
-    """The root of driftgate's cache: ``$DRIFTGATE_HOME`` or ``~/.cache/driftgate``."""
-    env = os.environ.get("DRIFTGATE_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "driftgate"
-
-
-def default_model_dir() -> Path:
-    """The dense default model written by ``driftgate model pull``."""
-    return driftgate_home() / "models" / DEFAULT_MODEL_NAME
-
-
-def variants_dir() -> Path:
-    """The default parent directory of compressed variants."""
-    return driftgate_home() / "variants"
 
 
 def variant_dir(recipe_name: str, parent: Path | None = None) -> Path:

@@ -61,70 +61,91 @@ def _check_fraction(name: str, value: object) -> None:
         raise RecipeError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
 
 
-def _check_int_weights(p: GPTQParams | AWQParams) -> None:
-    """The checks GPTQ and AWQ share: bit width, group size, ignored modules, calibration."""
+def _check_int_weights(p: _IntWeightFields) -> None:
+    """The checks GPTQ and AWQ share before the calibration ones: bit width and group size."""
     if p.bits not in (4, 8):
         raise RecipeError(f"bits must be 4 or 8, got {p.bits!r}")
     _check_group_size(p.group_size)
-    _check_ignore(p.ignore)
-    _check_calibration(p.num_calibration_samples, p.max_seq_length)
 
 
 @dataclass
-class GPTQParams:
-    """GPTQ (Frantar et al. 2022) int weights with per-group scales; activations stay 16-bit."""
+class CalibratedParams:
+    """What the methods that run on calibration text share: modules left alone, calibration set size.
+
+    These fields come last in a recipe's ``params`` (YAML, manifests). Dataclass fields follow the
+    reversed MRO, so a method lists this base *first* and keeps its own fields in a second base:
+    ``class GPTQParams(CalibratedParams, _GPTQFields)``.
+    """
+
+    ignore: list[str] = field(default_factory=_default_ignore)
+    num_calibration_samples: int = 64
+    max_seq_length: int = 256
+
+    def __post_init__(self) -> None:
+        _check_ignore(self.ignore)
+        _check_calibration(self.num_calibration_samples, self.max_seq_length)
+
+
+@dataclass
+class _IntWeightFields:
+    """Int weights with per-group scales (GPTQ, AWQ), checked by ``_check_int_weights``."""
 
     bits: int = 4
     group_size: GroupSize = "auto"
     symmetric: bool = True
-    block_size: int = 128
-    dampening_frac: float = 0.01
-    ignore: list[str] = field(default_factory=_default_ignore)
-    num_calibration_samples: int = 64
-    max_seq_length: int = 256
-
-    def __post_init__(self) -> None:
-        _check_int_weights(self)
 
 
 @dataclass
-class AWQParams:
-    """AWQ (Lin et al. 2023) activation-aware scaling, then int weights with per-group scales."""
+class _GPTQFields(_IntWeightFields):
+    block_size: int = 128
+    dampening_frac: float = 0.01
 
-    bits: int = 4
-    group_size: GroupSize = "auto"
-    symmetric: bool = False
-    n_grid: int = 20
-    duo_scaling: bool = True
-    ignore: list[str] = field(default_factory=_default_ignore)
-    num_calibration_samples: int = 64
-    max_seq_length: int = 256
+
+@dataclass
+class GPTQParams(CalibratedParams, _GPTQFields):
+    """GPTQ (Frantar et al. 2022) int weights with per-group scales; activations stay 16-bit."""
 
     def __post_init__(self) -> None:
         _check_int_weights(self)
+        super().__post_init__()
+
+
+@dataclass
+class _AWQFields(_IntWeightFields):
+    symmetric: bool = False  # keeps its place after group_size, with AWQ's default (zero points)
+    n_grid: int = 20
+    duo_scaling: bool = True
+
+
+@dataclass
+class AWQParams(CalibratedParams, _AWQFields):
+    """AWQ (Lin et al. 2023) activation-aware scaling, then int weights with per-group scales."""
+
+    def __post_init__(self) -> None:
+        _check_int_weights(self)
+        super().__post_init__()
         if not isinstance(self.n_grid, int) or self.n_grid < 1:
             raise RecipeError(f"n_grid must be a positive integer, got {self.n_grid!r}")
 
 
 @dataclass
-class SparseGPTParams:
-    """SparseGPT (Frantar & Alistarh 2023) one-shot pruning; ``mask_structure`` "0:0" = unstructured."""
-
+class _SparseGPTFields:
     sparsity: float = 0.5
     mask_structure: str = "0:0"
     block_size: int = 128
     dampening_frac: float = 0.01
-    ignore: list[str] = field(default_factory=_default_ignore)
-    num_calibration_samples: int = 64
-    max_seq_length: int = 256
+
+
+@dataclass
+class SparseGPTParams(CalibratedParams, _SparseGPTFields):
+    """SparseGPT (Frantar & Alistarh 2023) one-shot pruning; ``mask_structure`` "0:0" = unstructured."""
 
     def __post_init__(self) -> None:
         _check_fraction("sparsity", self.sparsity)
         match = _MASK_STRUCTURE.match(str(self.mask_structure))
         if not match or int(match[1]) > int(match[2]):
             raise RecipeError(f"mask_structure must look like 'N:M' with N <= M, got {self.mask_structure!r}")
-        _check_ignore(self.ignore)
-        _check_calibration(self.num_calibration_samples, self.max_seq_length)
+        super().__post_init__()
 
     @property
     def structured(self) -> tuple[int, int] | None:
@@ -191,7 +212,8 @@ class Recipe:
 
     @property
     def uses_calibration(self) -> bool:
-        return hasattr(self.params, "num_calibration_samples")
+        """True for the methods that run on calibration text (their params are ``CalibratedParams``)."""
+        return isinstance(self.params, CalibratedParams)
 
     @property
     def weight_bits(self) -> int:

@@ -15,6 +15,7 @@ from compress import checkpoint
 from compress.manifest import Manifest
 from compress.pruning import nm_violations, zero_fraction
 from compress.recipes import Recipe, SparseGPTParams
+from serving.home import checkpoint_sha256
 
 FOUR_BIT_FP32_RATIO_LIMIT = 0.35
 SPARSITY_TOLERANCE = 0.01
@@ -76,6 +77,97 @@ def _check(passed: bool, value: Any, limit: Any, what: str) -> dict[str, Any]:
     return {"passed": bool(passed), "value": value, "limit": limit, "what": what}
 
 
+def _source_info(source_dir: Path, num_params: int) -> dict[str, Any]:
+    """The dense source: where it is, its hash, its bytes on disk and as fp32, its parameter count."""
+    return {
+        "path": str(Path(source_dir).resolve()),
+        "sha256": checkpoint_sha256(source_dir),
+        "weights_bytes": checkpoint.weights_bytes(source_dir),
+        "fp32_bytes": 4 * num_params,
+        "num_params": num_params,
+    }
+
+
+def _size_report(out_dir: Path, source: dict[str, Any]) -> dict[str, Any]:
+    """Bytes of the checkpoint in ``out_dir`` and their ratios to the source and to an fp32 copy."""
+    out_bytes = checkpoint.weights_bytes(out_dir)
+    return {
+        "weights_bytes": out_bytes,
+        "dir_bytes": checkpoint.dir_bytes(out_dir),
+        "source_weights_bytes": source["weights_bytes"],
+        "fp32_dense_bytes": source["fp32_bytes"],
+        "ratio_vs_source": out_bytes / source["weights_bytes"],
+        "ratio_vs_fp32": out_bytes / source["fp32_bytes"],
+    }
+
+
+def _bits_report(
+    src_tensors: dict[str, checkpoint.TensorInfo],
+    out_tensors: dict[str, checkpoint.TensorInfo],
+    modules: list[str],
+) -> dict[str, float]:
+    """Stored bits per weight of the compressed layers, and of the whole checkpoint per source parameter."""
+    src_params = sum(t.numel for t in src_tensors.values())
+    stored_bytes = sum(t.nbytes for t in out_tensors.values())
+    bits = {
+        "compressed_layers": checkpoint.layer_bits_per_weight(src_tensors, out_tensors, modules),
+        "overall": 8 * stored_bytes / src_params,
+    }
+    return {k: round(v, 4) for k, v in bits.items()}
+
+
+def _storage(out_dir: Path) -> dict[str, str]:
+    """The checkpoint's storage format (from its quantization config) and dtype."""
+    config = json.loads((out_dir / "config.json").read_text())
+    qconfig = config.get("quantization_config") or {}
+    return {"format": qconfig.get("format", "dense"), "dtype": str(config.get("dtype", "bfloat16"))}
+
+
+def _checks(
+    recipe: Recipe, out_tensors: dict[str, checkpoint.TensorInfo], size: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The checks every checkpoint gets: bf16 embeddings and, at 4 bits or fewer, the size vs fp32."""
+    embed_dtypes = sorted({t.dtype for name, t in out_tensors.items() if "embed" in name})
+    checks = {
+        "embeddings_bf16": _check(
+            embed_dtypes == ["BF16"], embed_dtypes, ["BF16"], "embedding tables stored bf16"
+        )
+    }
+    if recipe.weight_bits <= 4:
+        checks["bytes_vs_fp32"] = _check(
+            size["ratio_vs_fp32"] < FOUR_BIT_FP32_RATIO_LIMIT,
+            round(size["ratio_vs_fp32"], 4),
+            FOUR_BIT_FP32_RATIO_LIMIT,
+            "4-bit checkpoint bytes / bytes of an fp32 dense copy < limit",
+        )
+    return checks
+
+
+def _sparsity_checks(
+    recipe: Recipe, out_dir: Path, modules: list[str]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A pruned checkpoint's measured sparsity, and its checks against the recipe's target (and N:M)."""
+    nm = recipe.params.structured if isinstance(recipe.params, SparseGPTParams) else None
+    sparsity = sparsity_report(out_dir, modules, nm)
+    target = float(getattr(recipe.params, "sparsity", 0.0))
+    checks = {
+        "sparsity": _check(
+            sparsity["overall"] >= target - SPARSITY_TOLERANCE,
+            round(sparsity["overall"], 6),
+            target - SPARSITY_TOLERANCE,
+            "fraction of exact zeros over the pruned layers >= target - 0.01",
+        )
+    }
+    if nm is not None:
+        checks["nm_pattern"] = _check(
+            sparsity["pattern_exact"],
+            sparsity["pattern_violations"],
+            0,
+            f"every group of {nm[1]} consecutive input weights holds >= {nm[0]} zeros",
+        )
+    return sparsity, checks
+
+
 def build_manifest(
     recipe: Recipe,
     source_dir: Path,
@@ -89,76 +181,26 @@ def build_manifest(
     """Measure the checkpoint in ``out_dir`` against its dense source and describe it."""
     src_tensors = checkpoint.read_tensors(source_dir)
     out_tensors = checkpoint.read_tensors(out_dir)
-    src_params = sum(t.numel for t in src_tensors.values())
-    fp32 = 4 * src_params
-    src_bytes = checkpoint.weights_bytes(source_dir)
-    out_bytes = checkpoint.weights_bytes(out_dir)
-    config = json.loads((out_dir / "config.json").read_text())
-    qconfig = config.get("quantization_config") or {}
-    size = {
-        "weights_bytes": out_bytes,
-        "dir_bytes": checkpoint.dir_bytes(out_dir),
-        "source_weights_bytes": src_bytes,
-        "fp32_dense_bytes": fp32,
-        "ratio_vs_source": out_bytes / src_bytes,
-        "ratio_vs_fp32": out_bytes / fp32,
-    }
-    stored_bytes = sum(t.nbytes for t in out_tensors.values())
-    bits = {
-        "compressed_layers": checkpoint.layer_bits_per_weight(src_tensors, out_tensors, modules),
-        "overall": 8 * stored_bytes / src_params,
-    }
-    embed_dtypes = sorted({t.dtype for name, t in out_tensors.items() if "embed" in name})
-    checks = {
-        "embeddings_bf16": _check(
-            embed_dtypes == ["BF16"], embed_dtypes, ["BF16"], "embedding tables stored bf16"
-        )
-    }
+    source = _source_info(source_dir, sum(t.numel for t in src_tensors.values()))
+    size = _size_report(out_dir, source)
+    checks = _checks(recipe, out_tensors, size)
     sparsity = None
     notes = list(notes)
-    if recipe.weight_bits <= 4:
-        checks["bytes_vs_fp32"] = _check(
-            size["ratio_vs_fp32"] < FOUR_BIT_FP32_RATIO_LIMIT,
-            round(size["ratio_vs_fp32"], 4),
-            FOUR_BIT_FP32_RATIO_LIMIT,
-            "4-bit checkpoint bytes / bytes of an fp32 dense copy < limit",
-        )
     if recipe.prunes:
-        nm = recipe.params.structured if isinstance(recipe.params, SparseGPTParams) else None
-        sparsity = sparsity_report(out_dir, modules, nm)
-        target = float(getattr(recipe.params, "sparsity", 0.0))
-        checks["sparsity"] = _check(
-            sparsity["overall"] >= target - SPARSITY_TOLERANCE,
-            round(sparsity["overall"], 6),
-            target - SPARSITY_TOLERANCE,
-            "fraction of exact zeros over the pruned layers >= target - 0.01",
-        )
-        if nm is not None:
-            checks["nm_pattern"] = _check(
-                sparsity["pattern_exact"],
-                sparsity["pattern_violations"],
-                0,
-                f"every group of {nm[1]} consecutive input weights holds >= {nm[0]} zeros",
-            )
+        sparsity, pruning_checks = _sparsity_checks(recipe, out_dir, modules)
+        checks.update(pruning_checks)
         notes.append(STORED_DENSE_NOTE)
-    resolved = {**resolved, "num_modules": len(modules), "modules": modules}
     return Manifest(
         recipe=recipe.to_dict(),
         description=recipe.description,
-        source={
-            "path": str(Path(source_dir).resolve()),
-            "sha256": checkpoint.checkpoint_sha256(source_dir),
-            "weights_bytes": src_bytes,
-            "fp32_bytes": fp32,
-            "num_params": src_params,
-        },
+        source=source,
         calibration=calibration,
         versions=library_versions(),
-        resolved=resolved,
+        resolved={**resolved, "num_modules": len(modules), "modules": modules},
         timing={k: round(v, 3) for k, v in timing.items()},
         size=size,
-        bits_per_weight={k: round(v, 4) for k, v in bits.items()},
-        storage={"format": qconfig.get("format", "dense"), "dtype": str(config.get("dtype", "bfloat16"))},
+        bits_per_weight=_bits_report(src_tensors, out_tensors, modules),
+        storage=_storage(out_dir),
         sparsity=sparsity,
         checks=checks,
         notes=notes,

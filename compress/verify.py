@@ -15,12 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from serving.home import set_offline
+
 PROMPT = "The capital of France is"
 
 
 def greedy(model_dir: Path, prompt: str = PROMPT, max_tokens: int = 8) -> str:
     """vLLM's greedy continuation of ``prompt`` by the checkpoint in ``model_dir`` (bf16, CPU)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    set_offline()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1")
     import vllm

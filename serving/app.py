@@ -1,45 +1,34 @@
-"""The composition root of `driftgate serve`: metrics, gRPC server, engines, lifecycle.
+"""The composition root of a running gateway: metrics, gRPC server, engines, lifecycle.
 
-Start-up order: the gRPC server listens at once with health NOT_SERVING; engines start one after
-another (vLLM blocks while it builds one); health turns SERVING once every variant is attached.
-On SIGTERM: health NOT_SERVING, new requests refused, in-flight requests drained (bounded),
-mirrored copies cancelled, engines shut down.
+Start-up order: the gRPC server listens at once with health NOT_SERVING; engines are built one
+after another off the event loop (so health checks answer meanwhile), the primary first; health
+turns SERVING once every variant is attached. `App.stop`: health NOT_SERVING, new requests
+refused, in-flight requests drained (bounded), mirrored copies cancelled, the engines this app
+built shut down (engines passed in by the caller are the caller's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from serving.config import Config, Role, VariantConfig
+from serving.config import Config
 from serving.engines.base import Engine
-from serving.errors import ConfigError
+from serving.engines.factory import EngineFactory, check_checkpoints, vllm_factory
 from serving.gateway import Gateway
 from serving.grpc.server import GrpcServer
+from serving.http.server import HttpServer, start_http
 from serving.metrics import PrometheusSink, serve_metrics
+from serving.probes.live import run_probe_traffic
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[VariantConfig], Awaitable[Engine]]
-
-
-async def vllm_factory(variant: VariantConfig) -> Engine:
-    from serving.engines.vllm_engine import VllmEngine
-
-    if not (Path(variant.model_path) / "config.json").is_file():
-        raise ConfigError(
-            f"variant {variant.name}: no checkpoint at {variant.model_path} "
-            "(run `driftgate model pull`, or `driftgate compress --all` for the compressed variants)"
-        )
-
-    return await VllmEngine.start(variant)
+Progress = Callable[[str], None]
 
 
 @dataclass
@@ -50,10 +39,17 @@ class App:
     gateway: Gateway
     grpc: GrpcServer
     registry: CollectorRegistry
-    metrics_port: int | None
-    metrics_server: Any
-    background: list[asyncio.Task[None]]
-    shutdown_engines: bool = True
+    metrics_port: int | None = None
+    metrics_server: Any = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    owned: list[Engine] = field(default_factory=list)
+    """Engines built by `start_app` (shut down by `stop`); borrowed ones are left running."""
+    http: HttpServer | None = None
+    """The OpenAI-compatible HTTP door (`server.http_port`), on the same `Gateway`."""
+
+    @property
+    def http_port(self) -> int | None:
+        return None if self.http is None else self.http.port
 
     @property
     def address(self) -> str:
@@ -67,59 +63,77 @@ class App:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
         await self.grpc.stop(grace=1.0)
-        await self.gateway.close(shutdown_engines=self.shutdown_engines)
+        await self.gateway.close()
+        await asyncio.gather(*(e.shutdown() for e in self.owned), return_exceptions=True)
+        self.owned.clear()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+            self.metrics_server = None
+
+
+async def _attach_engines(
+    app: App, factory: EngineFactory, borrowed: dict[str, Engine], progress: Progress | None
+) -> None:
+    """Attaches every variant's engine, the primary first: borrowed ones as they are, the others built."""
+    for variant in app.config.primary_first():
+        engine = borrowed.get(variant.name)
+        if engine is None:
+            engine = await factory(variant)
+            app.owned.append(engine)
+        app.gateway.attach(variant.name, engine)
+        log.info("variant %s (%s) ready", variant.name, variant.role.value)
+        if progress is not None:
+            progress(variant.name)
+
+
+async def _refresh_verdicts(gateway: Gateway, sink: PrometheusSink, every_s: float) -> None:
+    """Keeps the `driftgate_gate_*` gauges current (canary controllers read them from Prometheus)."""
+    while True:
+        try:
+            sink.verdicts(await gateway.verdicts())
+        except Exception:
+            log.exception("refreshing the promotion verdicts failed")
+        await asyncio.sleep(every_s)
 
 
 async def start_app(
     config: Config,
     factory: EngineFactory = vllm_factory,
     engines: dict[str, Engine] | None = None,
+    progress: Progress | None = None,
 ) -> App:
-    """Starts metrics and gRPC, then the engines (`engines` lets tests reuse running ones)."""
+    """Starts metrics and gRPC, then the engines (`engines` lets tests reuse running ones);
+    `progress` is called with each variant's name once it is attached."""
+    borrowed = dict(engines or {})
+    if factory is vllm_factory:  # every missing checkpoint is a config error before any engine starts
+        check_checkpoints(v for v in config.variants if v.name not in borrowed)
     registry = CollectorRegistry()
     sink = PrometheusSink(registry, config.variants)
     gateway = Gateway(config, sink)
-    server = GrpcServer(gateway, config.server.host, config.server.grpc_port)
-    await server.start()
-    metrics_port, metrics_server = None, None
-    if config.server.metrics_port >= 0:
-        metrics_port, metrics_server = serve_metrics(registry, config.server.host, config.server.metrics_port)
-    app = App(
-        config, gateway, server, registry, metrics_port, metrics_server, [], shutdown_engines=not engines
-    )
+    app = App(config, gateway, GrpcServer(gateway, config.server.host, config.server.grpc_port), registry)
     try:
-        order = sorted(config.variants, key=lambda v: v.role is not Role.PRIMARY)
-        for variant in order:
-            engine = (engines or {}).get(variant.name) or await factory(variant)
-            gateway.attach(variant.name, engine)
-            log.info("variant %s (%s) ready", variant.name, variant.role.value)
-        await server.set_serving(True)
+        await app.grpc.start()
+        if config.server.metrics_port >= 0:
+            app.metrics_port, app.metrics_server = serve_metrics(
+                registry, config.server.host, config.server.metrics_port
+            )
+        if config.server.http_port >= 0:
+            app.http = await start_http(gateway, config.server.host, config.server.http_port)
+        await _attach_engines(app, factory, borrowed, progress)
+        await app.grpc.set_serving(True)
         if config.probes.enabled:
-            from serving.probe_traffic import run_probe_traffic
-
-            app.background.append(asyncio.create_task(run_probe_traffic(gateway, config.probes, sink)))
+            app.background.append(
+                asyncio.create_task(run_probe_traffic(gateway, config.probes, gateway.sink))
+            )
+        if config.server.verdict_refresh_s > 0 and len(config.variants) > 1:
+            app.background.append(
+                asyncio.create_task(_refresh_verdicts(gateway, sink, config.server.verdict_refresh_s))
+            )
     except BaseException:
         await app.stop()
         raise
     return app
-
-
-async def _serve(config: Config) -> None:
-    app = await start_app(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"driftgate: serving gRPC on {app.address}, metrics on :{app.metrics_port}", flush=True)
-    await stop.wait()
-    print("driftgate: draining", flush=True)
-    await app.stop()
-
-
-def serve_forever(config: Config) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(config))
-    return 0

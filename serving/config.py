@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import yaml
 
 from serving.errors import ConfigError
+from serving.gate.verdict import GateConfig
+from serving.home import driftgate_home
 
 T = TypeVar("T")
 
@@ -35,11 +37,6 @@ class Role(StrEnum):
     PRIMARY = "primary"
     CANDIDATE = "candidate"
     SHADOW = "shadow"
-
-
-def driftgate_home() -> Path:
-    """Where models, variants and reports live: $DRIFTGATE_HOME or ~/.cache/driftgate."""
-    return Path(os.environ.get("DRIFTGATE_HOME", "~/.cache/driftgate")).expanduser()
 
 
 def expand_path(value: str) -> str:
@@ -78,6 +75,7 @@ class VariantConfig:
     sample_rate: float = _f(1.0, "shadows: share of requests mirrored to this variant (0-1)")
     max_in_flight: int = _f(8, "shadows: mirrored requests in flight beyond which copies are dropped")
     timeout_s: float = _f(60.0, "shadows: a mirrored request (and its scoring) times out after this")
+    gate: dict[str, Any] = _f({}, "overrides of the `gate` defaults for this variant (same keys)")
     engine: EngineConfig = _f(None, "engine settings")
 
     def __post_init__(self) -> None:
@@ -96,8 +94,10 @@ class ServerConfig:
     host: str = _f("127.0.0.1", "address the gRPC and metrics servers listen on")
     grpc_port: int = _f(50051, "gRPC port (0 = any free port)")
     metrics_port: int = _f(9400, "Prometheus /metrics port (0 = any free port, -1 = off)")
+    http_port: int = _f(8000, "OpenAI-compatible HTTP port (0 = any free port, -1 = off)")
     drain_timeout_s: float = _f(30.0, "on SIGTERM, time in-flight requests get to finish")
     max_concurrent_requests: int = _f(256, "requests beyond this are refused with RESOURCE_EXHAUSTED")
+    verdict_refresh_s: float = _f(15.0, "seconds between refreshes of the driftgate_gate_* gauges (0 = off)")
 
 
 @dataclass
@@ -107,6 +107,7 @@ class GenerationConfig:
     max_tokens: int = _f(64, "completion length when a request sets none")
     temperature: float = _f(0.0, "sampling temperature when a request sets none (0 = greedy)")
     max_stop_sequences: int = _f(8, "most stop strings a request may carry")
+    max_messages: int = _f(64, "most chat messages a request may carry")
 
 
 @dataclass
@@ -135,6 +136,7 @@ class Config:
     generation: GenerationConfig = _f(None, "request defaults")
     drift: DriftConfig = _f(None, "answer comparison")
     probes: ProbeConfig = _f(None, "synthetic probe traffic")
+    gate: GateConfig = _f(None, "promotion gates: defaults for every variant (see serving/gate/verdict.py)")
     variants: list[VariantConfig] = _f([], "served variants; exactly one has role primary")
 
     def __post_init__(self) -> None:
@@ -142,6 +144,7 @@ class Config:
         self.generation = self.generation or GenerationConfig()
         self.drift = self.drift or DriftConfig()
         self.probes = self.probes or ProbeConfig()
+        self.gate = self.gate or GateConfig()
         if not self.variants:
             self.variants = [VariantConfig()]
         validate(self)
@@ -149,6 +152,15 @@ class Config:
     @property
     def primary(self) -> VariantConfig:
         return next(v for v in self.variants if v.role is Role.PRIMARY)
+
+    def primary_first(self) -> list[VariantConfig]:
+        """The variants, the primary first (the order engines start and probes run in)."""
+        return sorted(self.variants, key=lambda v: v.role is not Role.PRIMARY)
+
+    def gate_for(self, name: str) -> GateConfig:
+        """The promotion gates of variant `name`: the defaults with its overrides."""
+        variant = self.variant(name)
+        return self.gate.with_overrides(variant.gate if variant else None)
 
     def variant(self, name: str) -> VariantConfig | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -174,6 +186,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError("the primary and candidates have no traffic weight")
     if cfg.drift.top_k < 1 or any(cfg.drift.top_k > v.engine.max_logprobs for v in cfg.variants):
         raise ConfigError("drift.top_k must be >= 1 and <= every engine's max_logprobs")
+    for v in cfg.variants:
+        try:
+            gate = cfg.gate_for(v.name)
+        except ValueError as exc:
+            raise ConfigError(f"variant {v.name}: gate: {exc}") from None
+        if gate.kl_cap != cfg.gate.kl_cap:
+            raise ConfigError(f"variant {v.name}: gate.kl_cap is set once, in the gate defaults")
+        if gate.relative_to and gate.relative_to not in names:
+            raise ConfigError(f"variant {v.name}: gate.relative_to names no variant: {gate.relative_to!r}")
 
 
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
@@ -188,7 +209,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     kwargs = {key: _convert(hints[key], value, f"{where}.{key}") for key, value in data.items()}
     try:
         return cls(**kwargs)
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
@@ -198,6 +219,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return None if value is None else _convert(args[0], value, where)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if typing.get_origin(tp) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        return value
     if typing.get_origin(tp) is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list")

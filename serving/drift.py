@@ -8,6 +8,9 @@ completion is scored under both models with vLLM ``prompt_logprobs=k`` on prompt
 for every completion position ``t`` each model gives a mapping ``{token_id: logprob}`` holding its
 top-k tokens plus the primary's actual token at ``t``. A *scores* sequence is one such mapping per
 completion position, aligned with the primary's completion token ids (the *targets*).
+
+A comparison's :class:`DriftResult` and its running totals (:class:`DriftBook`) live in
+``serving.drift_book``; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import math
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from serving.drift_book import OUTCOMES, DriftBook, DriftResult, DriftStats, DriftSummary
 
 __all__ = [
     "OUTCOMES",
@@ -36,8 +41,6 @@ __all__ = [
 
 Scores = Sequence[Mapping[int, float]]
 """One ``{token_id: logprob}`` mapping per completion position."""
-
-OUTCOMES: frozenset[str] = frozenset({"compared", "dropped", "error", "timeout"})
 
 _EPS = 1e-12  # floor for q inside logs: a KL term is at most p * log(1 / _EPS) ~ 27.6 * p
 _MASS_SLACK = 1e-6  # floor for the shadow's unlisted mass (float32 logprobs can sum past 1)
@@ -238,17 +241,6 @@ class Answer:
     finish_reason: str | None = None
 
 
-@dataclass(frozen=True)
-class DriftResult:
-    """Drift of one shadow answer against the primary's; teacher-forced fields None if not scored."""
-
-    exact_match: bool
-    token_agreement: float
-    first_divergence: int
-    teacher_forced_agreement: float | None = None
-    kl: float | None = None
-
-
 def compare(
     primary: Answer,
     shadow: Answer,
@@ -274,132 +266,3 @@ def compare(
         teacher_forced_agreement=tf,
         kl=kl,
     )
-
-
-# --------------------------------------------------------------------------- aggregation
-
-
-@dataclass(frozen=True)
-class DriftSummary:
-    """Aggregate drift of one variant; means are None when nothing contributed to them."""
-
-    compared: int
-    exact_matches: int
-    exact_match_rate: float | None
-    mean_token_agreement: float | None
-    mean_first_divergence: float | None
-    tf_scored: int
-    mean_teacher_forced_agreement: float | None
-    kl_scored: int
-    mean_kl: float | None
-    dropped: int
-    error: int
-    timeout: int
-
-    @property
-    def total(self) -> int:
-        """Mirrored requests with any outcome."""
-        return self.compared + self.dropped + self.error + self.timeout
-
-
-def _check_outcome(outcome: str) -> str:
-    if outcome == "compared":
-        raise ValueError('"compared" is recorded by add(result), not count_outcome()')
-    if outcome not in OUTCOMES:
-        raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
-    return outcome
-
-
-def _mean(total: float, n: int) -> float | None:
-    return total / n if n else None
-
-
-@dataclass
-class DriftStats:
-    """Running counts and sums for one variant (single event loop, so no locking)."""
-
-    compared: int = 0
-    exact_matches: int = 0
-    sum_token_agreement: float = 0.0
-    sum_first_divergence: int = 0
-    tf_scored: int = 0
-    sum_teacher_forced_agreement: float = 0.0
-    kl_scored: int = 0
-    sum_kl: float = 0.0
-    dropped: int = 0
-    error: int = 0
-    timeout: int = 0
-
-    def add(self, result: DriftResult) -> None:
-        """Record one comparison (this is what counts the "compared" outcome)."""
-        self.compared += 1
-        self.exact_matches += int(result.exact_match)
-        self.sum_token_agreement += result.token_agreement
-        self.sum_first_divergence += result.first_divergence
-        if result.teacher_forced_agreement is not None:
-            self.tf_scored += 1
-            self.sum_teacher_forced_agreement += result.teacher_forced_agreement
-        if result.kl is not None:
-            self.kl_scored += 1
-            self.sum_kl += result.kl
-
-    def count_outcome(self, outcome: str) -> None:
-        """Count a mirror that produced no result: "dropped", "error" or "timeout".
-
-        Raises ValueError for anything else, including "compared" (use :meth:`add`, so a
-        comparison cannot be counted twice).
-        """
-        name = _check_outcome(outcome)
-        setattr(self, name, getattr(self, name) + 1)
-
-    def summary(self) -> DriftSummary:
-        n = self.compared
-        return DriftSummary(
-            compared=n,
-            exact_matches=self.exact_matches,
-            exact_match_rate=_mean(self.exact_matches, n),
-            mean_token_agreement=_mean(self.sum_token_agreement, n),
-            mean_first_divergence=_mean(self.sum_first_divergence, n),
-            tf_scored=self.tf_scored,
-            mean_teacher_forced_agreement=_mean(self.sum_teacher_forced_agreement, self.tf_scored),
-            kl_scored=self.kl_scored,
-            mean_kl=_mean(self.sum_kl, self.kl_scored),
-            dropped=self.dropped,
-            error=self.error,
-            timeout=self.timeout,
-        )
-
-
-class DriftBook:
-    """DriftStats per shadow variant name."""
-
-    def __init__(self) -> None:
-        self._stats: dict[str, DriftStats] = {}
-
-    def stats(self, variant: str) -> DriftStats:
-        """The variant's stats, created empty on first use."""
-        return self._stats.setdefault(variant, DriftStats())
-
-    def add(self, variant: str, result: DriftResult) -> None:
-        self.stats(variant).add(result)
-
-    def count_outcome(self, variant: str, outcome: str) -> None:
-        _check_outcome(outcome)  # before creating an entry for the variant
-        self.stats(variant).count_outcome(outcome)
-
-    def variants(self) -> tuple[str, ...]:
-        return tuple(sorted(self._stats))
-
-    def summary(self, variant: str) -> DriftSummary:
-        """Summary of one variant (all zeros / None if it has recorded nothing)."""
-        return self._stats.get(variant, DriftStats()).summary()
-
-    def summaries(self) -> dict[str, DriftSummary]:
-        return {name: self._stats[name].summary() for name in self.variants()}
-
-    def reset(self, variant: str | None = None) -> None:
-        """Forget everything (or just ``variant``)."""
-        if variant is None:
-            self._stats.clear()
-        else:
-            self._stats.pop(variant, None)

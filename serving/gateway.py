@@ -6,6 +6,7 @@ Plain asyncio; knows nothing of gRPC or vLLM. Engines attach as they become read
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import random
 import time
@@ -18,17 +19,30 @@ from serving import drift
 from serving.config import Config, Role, VariantConfig
 from serving.engines.base import Engine, SamplingSpec
 from serving.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from serving.gate.book import GateBook
+from serving.gate.judge import judge
+from serving.gate.verdict import VariantVerdict
 from serving.generation import Accumulator, stream_generation
 from serving.mirror import AnswerHook, Mirror
 from serving.routing import route
-from serving.stats import Sink
+from serving.stats import LATENCY_BUCKETS, FanoutSink, Sink
+
+CHAT_ROLES = frozenset({"system", "user", "assistant"})
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a chat conversation."""
+
+    role: str
+    content: str
 
 
 @dataclass(frozen=True)
 class GenerateCall:
-    """A client's request, before defaults and validation."""
+    """A client's request, before defaults and validation: a `prompt`, or chat `messages`."""
 
-    prompt: str
+    prompt: str = ""
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -36,6 +50,7 @@ class GenerateCall:
     stop: tuple[str, ...] = ()
     variant: str = ""
     request_id: str = ""
+    messages: tuple[ChatMessage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,16 +86,17 @@ class VariantInfo:
 class Gateway:
     def __init__(self, config: Config, sink: Sink, rng: random.Random | None = None) -> None:
         self.config = config
-        self._sink = sink
+        self.gates = GateBook(LATENCY_BUCKETS)
+        self._sink = FanoutSink(sink, self.gates)
         self._rng = rng or random.Random()
         self._engines: dict[str, Engine] = {}
         self._in_flight = 0
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self.book = drift.DriftBook()
+        self.book = drift.DriftBook(kl_cap=config.gate.kl_cap)
         self.since = time.time()
-        self.mirror = Mirror(config.variants, self._engines, config.drift, self.book, sink, self._rng)
+        self.mirror = Mirror(config.variants, self._engines, config.drift, self.book, self._sink, self._rng)
 
     # ---------------------------------------------------------------- engines and readiness
     def attach(self, name: str, engine: Engine) -> None:
@@ -121,10 +137,26 @@ class Gateway:
         ]
 
     # ---------------------------------------------------------------- requests
-    def _sampling(self, call: GenerateCall, engine: Engine) -> SamplingSpec:
+    async def _prompt(self, call: GenerateCall, engine: Engine) -> str:
+        """The prompt text: the call's own, or its messages rendered by the answering engine."""
+        if not call.messages:
+            if not call.prompt.strip():
+                raise InvalidArgument("prompt must not be empty (or send messages)")
+            return call.prompt
+        if call.prompt:
+            raise InvalidArgument("send either prompt or messages, not both")
+        limit = self.config.generation.max_messages
+        if len(call.messages) > limit:
+            raise InvalidArgument(f"at most {limit} messages, got {len(call.messages)}")
+        roles = sorted({m.role for m in call.messages} - CHAT_ROLES)
+        if roles:
+            raise InvalidArgument(f"unknown message role(s) {roles}; use one of {sorted(CHAT_ROLES)}")
+        if not any(m.content.strip() for m in call.messages):
+            raise InvalidArgument("every message is empty")
+        return await engine.render_chat([{"role": m.role, "content": m.content} for m in call.messages])
+
+    def _sampling(self, call: GenerateCall, prompt: str, engine: Engine) -> SamplingSpec:
         g = self.config.generation
-        if not call.prompt.strip():
-            raise InvalidArgument("prompt must not be empty")
         max_tokens = g.max_tokens if call.max_tokens is None else call.max_tokens
         if max_tokens < 1:
             raise InvalidArgument("max_tokens must be at least 1")
@@ -136,7 +168,7 @@ class Gateway:
             raise InvalidArgument(f"top_p must be in (0, 1], got {top_p}")
         if len(call.stop) > g.max_stop_sequences or any(not s for s in call.stop):
             raise InvalidArgument(f"stop: at most {g.max_stop_sequences} non-empty strings")
-        prompt_tokens = engine.count_tokens(call.prompt)
+        prompt_tokens = engine.count_tokens(prompt)
         if prompt_tokens + max_tokens > engine.max_model_len:
             raise InvalidArgument(
                 f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the model's "
@@ -170,20 +202,21 @@ class Gateway:
             raise Unavailable("the gateway is shutting down")
         variant = self._choose(call)
         engine = self._engines[variant.name]
-        sampling = self._sampling(call, engine)
+        prompt = await self._prompt(call, engine)
+        sampling = self._sampling(call, prompt, engine)
         if self._in_flight >= self.config.server.max_concurrent_requests:
             raise ResourceExhausted(
                 f"too many requests in flight (limit {self.config.server.max_concurrent_requests})"
             )
         request_id = call.request_id or uuid.uuid4().hex
-        job = self.mirror.start(call.prompt, sampling) if variant.role is Role.PRIMARY else None
+        job = self.mirror.start(prompt, sampling) if variant.role is Role.PRIMARY else None
         logprobs = self.mirror.logprobs if job else None
         acc = Accumulator()
         self._in_flight += 1
         self._idle.clear()
         try:
             gen = stream_generation(
-                engine, variant, call.prompt, sampling, self._sink, uuid.uuid4().hex, logprobs
+                engine, variant, prompt, sampling, self._sink, uuid.uuid4().hex, logprobs
             )
             async with aclosing(gen) as chunks:
                 async for chunk in chunks:
@@ -191,7 +224,7 @@ class Gateway:
                     if not chunk.finished:
                         yield StreamEvent(chunk.text)
             done = acc.result()
-            self.mirror.answered(variant.name, call.prompt, done.answer.text, None)
+            self.mirror.answered(variant.name, prompt, done.answer.text, None)
             if job:
                 job.primary_done(done)
             yield StreamEvent(
@@ -219,14 +252,34 @@ class Gateway:
                     return event.final
         raise Unavailable("the stream ended without an answer")
 
+    @property
+    def sink(self) -> Sink:
+        """Where this gateway's stats go (also what other traffic, e.g. live probes, reports to)."""
+        return self._sink
+
     def drift_summary(self, reset: bool = False) -> tuple[dict[str, drift.DriftSummary], float]:
-        """Per-shadow comparison figures and the time they are counted from."""
+        """Per-shadow comparison figures and the time they are counted from; `reset` clears them
+        and the promotion-gate evidence (both count from the same moment)."""
         summaries = {v.name: self.book.summary(v.name) for v in self.config.variants if v.role is Role.SHADOW}
         since = self.since
         if reset:
             self.book.reset()
+            self.gates.reset()
             self.since = time.time()
         return summaries, since
+
+    async def verdicts(self, variant: str = "") -> list[VariantVerdict]:
+        """The promotion verdict of `variant` (default: every variant but the primary), judged in a
+        worker thread on a snapshot of the evidence."""
+        if variant:
+            found = self.config.variant(variant)
+            if found is None:
+                raise NotFound(f"unknown variant {variant!r}")
+            if found.role is Role.PRIMARY:
+                raise InvalidArgument(f"{variant} is the primary: there is nothing to compare it with")
+        snapshot = copy.deepcopy((self.book, self.gates))
+        names = [variant] if variant else None
+        return await asyncio.to_thread(judge, self.config, *snapshot, names)
 
     # ---------------------------------------------------------------- lifecycle
     async def drain(self, timeout: float) -> bool:
@@ -238,11 +291,8 @@ class Gateway:
         except TimeoutError:
             return False
 
-    async def close(self, shutdown_engines: bool = True) -> None:
-        """Cancels mirrored copies and (unless they are borrowed) shuts the engines down."""
+    async def close(self) -> None:
+        """Cancels mirrored copies and detaches the engines (their owner shuts them down)."""
         self._closing = True
         await self.mirror.close()
-        engines = list(self._engines.values())
         self._engines.clear()
-        if shutdown_engines:
-            await asyncio.gather(*(e.shutdown() for e in engines), return_exceptions=True)

@@ -6,15 +6,15 @@ Labels are bounded: `variant` (from the config), `role` (3 values), `code` (gRPC
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from serving.config import VariantConfig
-from serving.drift import OUTCOMES
-from serving.stats import MirrorStats, ProbeStats, RequestStats
+from serving.drift_book import OUTCOMES
+from serving.gate.verdict import VariantVerdict, Verdict
+from serving.stats import LATENCY_BUCKETS, MirrorStats, ProbeStats, RequestStats
 
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -22,42 +22,51 @@ POSITION_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 KL_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30)
 
 
+def _histogram(
+    name: str, doc: str, labels: Sequence[str], buckets: Sequence[float], registry: CollectorRegistry
+) -> Histogram:
+    """A histogram of ``registry`` with its own bucket bounds."""
+    return Histogram(name, doc, labels, buckets=buckets, registry=registry)
+
+
+VERDICT_VALUE = {Verdict.PASS: 1.0, Verdict.UNDECIDED: 0.0, Verdict.FAIL: -1.0}
+
+
 class PrometheusSink:
     """The `Sink` for production: every series lives in `registry` (one per gateway/test)."""
 
     def __init__(self, registry: CollectorRegistry, variants: Iterable[VariantConfig] = ()) -> None:
         self.registry = registry
-        r = registry
+        self._request_series(registry)
+        self._drift_series(registry)
+        self._probe_series(registry)
+        self._gate_series(registry)
+        for v in variants:
+            self._init_variant(v)
+
+    def _request_series(self, r: CollectorRegistry) -> None:
+        """Series of every generation, by variant and role."""
         vr = ("variant", "role")
         self.requests = Counter(
             "driftgate_requests", "Generations finished, by outcome code.", [*vr, "code"], registry=r
         )
-        self.latency = Histogram(
-            "driftgate_request_latency_seconds",
-            "Generation latency.",
-            vr,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.latency = _histogram(
+            "driftgate_request_latency_seconds", "Generation latency.", vr, LATENCY_BUCKETS, r
         )
-        self.ttft = Histogram(
-            "driftgate_time_to_first_token_seconds",
-            "Time to first token.",
-            vr,
-            buckets=TTFT_BUCKETS,
-            registry=r,
+        self.ttft = _histogram(
+            "driftgate_time_to_first_token_seconds", "Time to first token.", vr, TTFT_BUCKETS, r
         )
-        self.itl = Histogram(
-            "driftgate_inter_token_latency_seconds",
-            "Time between tokens.",
-            vr,
-            buckets=ITL_BUCKETS,
-            registry=r,
+        self.itl = _histogram(
+            "driftgate_inter_token_latency_seconds", "Time between tokens.", vr, ITL_BUCKETS, r
         )
         self.prompt_tokens = Counter("driftgate_prompt_tokens", "Prompt tokens processed.", vr, registry=r)
         self.generated_tokens = Counter("driftgate_generated_tokens", "Tokens generated.", vr, registry=r)
         self.in_flight_gauge = Gauge(
             "driftgate_requests_in_flight", "Generations running now.", ["variant"], registry=r
         )
+
+    def _drift_series(self, r: CollectorRegistry) -> None:
+        """Series of the mirrored copies and of how far the shadows' answers drift."""
         self.mirrors = Counter(
             "driftgate_mirror", "Mirrored copies by outcome.", ["variant", "outcome"], registry=r
         )
@@ -67,42 +76,41 @@ class PrometheusSink:
             ["variant", "match"],
             registry=r,
         )
-        self.token_agreement = Histogram(
+        self.token_agreement = _histogram(
             "driftgate_drift_token_agreement",
             "Fraction of positions where the shadow's tokens equal the primary's (0-1).",
             ["variant"],
-            buckets=UNIT_BUCKETS,
-            registry=r,
+            UNIT_BUCKETS,
+            r,
         )
-        self.first_divergence = Histogram(
+        self.first_divergence = _histogram(
             "driftgate_drift_first_divergence_tokens",
             "Position of the first token where the shadow's answer differs.",
             ["variant"],
-            buckets=POSITION_BUCKETS,
-            registry=r,
+            POSITION_BUCKETS,
+            r,
         )
-        self.tf_agreement = Histogram(
+        self.tf_agreement = _histogram(
             "driftgate_drift_teacher_forced_agreement",
             "Fraction of the primary's tokens that are the shadow's top-1, teacher-forced (0-1).",
             ["variant"],
-            buckets=UNIT_BUCKETS,
-            registry=r,
+            UNIT_BUCKETS,
+            r,
         )
-        self.kl = Histogram(
+        self.kl = _histogram(
             "driftgate_drift_kl",
             "Mean per-token KL(primary || shadow) over the top-k support (nats, lower bound).",
             ["variant"],
-            buckets=KL_BUCKETS,
-            registry=r,
+            KL_BUCKETS,
+            r,
         )
-        self.probes = Counter(
-            "driftgate_probe", "Knowledge-probe facts asked.", ["variant", "relation"], registry=r
-        )
+
+    def _probe_series(self, r: CollectorRegistry) -> None:
+        """Series of the knowledge probes asked through the gateway."""
+        by_relation = ("variant", "relation")
+        self.probes = Counter("driftgate_probe", "Knowledge-probe facts asked.", by_relation, registry=r)
         self.probes_correct = Counter(
-            "driftgate_probe_correct",
-            "Knowledge-probe facts answered right.",
-            ["variant", "relation"],
-            registry=r,
+            "driftgate_probe_correct", "Knowledge-probe facts answered right.", by_relation, registry=r
         )
         self.probe_flips = Counter(
             "driftgate_probe_flips",
@@ -110,8 +118,43 @@ class PrometheusSink:
             ["variant", "direction"],
             registry=r,
         )
-        for v in variants:
-            self._init_variant(v)
+
+    def _gate_series(self, r: CollectorRegistry) -> None:
+        """Promotion verdicts (1 PASS, 0 UNDECIDED, -1 FAIL), refreshed by the gateway periodically."""
+        self.verdict_gauge = Gauge(
+            "driftgate_gate_verdict",
+            "Promotion verdict of the variant: 1 PASS, 0 UNDECIDED, -1 FAIL.",
+            ["variant"],
+            registry=r,
+        )
+        self.check_gauge = Gauge(
+            "driftgate_gate_check",
+            "Verdict of one promotion check: 1 PASS, 0 UNDECIDED, -1 FAIL.",
+            ["variant", "check"],
+            registry=r,
+        )
+        self.check_figure = Gauge(
+            "driftgate_gate_check_figure",
+            "The figure one promotion check judges (its unit is the check's).",
+            ["variant", "check"],
+            registry=r,
+        )
+        self.check_samples = Gauge(
+            "driftgate_gate_check_samples",
+            "Samples behind one promotion check.",
+            ["variant", "check"],
+            registry=r,
+        )
+
+    def verdicts(self, verdicts: Iterable[VariantVerdict]) -> None:
+        """Sets the gate gauges from the latest verdicts."""
+        for vv in verdicts:
+            self.verdict_gauge.labels(vv.variant).set(VERDICT_VALUE[vv.verdict])
+            for check in vv.checks:
+                labels = (vv.variant, check.name)
+                self.check_gauge.labels(*labels).set(VERDICT_VALUE[check.verdict])
+                self.check_figure.labels(*labels).set(check.figure)
+                self.check_samples.labels(*labels).set(check.n)
 
     def _init_variant(self, v: VariantConfig) -> None:
         """Creates each variant's series at zero so dashboards and rate() see them from the start."""
@@ -119,6 +162,8 @@ class PrometheusSink:
         for metric in (self.latency, self.ttft, self.itl, self.prompt_tokens, self.generated_tokens):
             metric.labels(v.name, role)
         self.in_flight_gauge.labels(v.name)
+        if role != "primary":
+            self.verdict_gauge.labels(v.name)
         if role == "shadow":
             for outcome in sorted(OUTCOMES):
                 self.mirrors.labels(v.name, outcome)

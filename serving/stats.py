@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
+"""Request-latency bucket bounds (s): Prometheus' histogram and the promotion gate's latency check."""
+
 
 @dataclass(frozen=True)
 class RequestStats:
@@ -41,6 +44,7 @@ class ProbeStats:
     relation: str
     correct: bool
     flip: str | None = None  # "lost" | "gained" | None
+    primary_correct: bool | None = None  # the primary's outcome on the same fact (None: unknown, or primary)
 
 
 class Sink(Protocol):
@@ -50,6 +54,29 @@ class Sink(Protocol):
     def in_flight(self, variant: str, delta: int) -> None: ...
     def mirror(self, stats: MirrorStats) -> None: ...
     def probe(self, stats: ProbeStats) -> None: ...
+
+
+class FanoutSink:
+    """Passes every record to each of its sinks."""
+
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = sinks
+
+    def request(self, stats: RequestStats) -> None:
+        for sink in self.sinks:
+            sink.request(stats)
+
+    def in_flight(self, variant: str, delta: int) -> None:
+        for sink in self.sinks:
+            sink.in_flight(variant, delta)
+
+    def mirror(self, stats: MirrorStats) -> None:
+        for sink in self.sinks:
+            sink.mirror(stats)
+
+    def probe(self, stats: ProbeStats) -> None:
+        for sink in self.sinks:
+            sink.probe(stats)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
+from serving.commands.model_pull import is_pulled
 from serving.config import Config, EngineConfig, ServerConfig, VariantConfig
 from serving.engines.base import Engine
-from serving.model_pull import default_model_dir, is_pulled
+from serving.home import default_model_dir, set_offline
+
+set_offline()  # before any test loads a tokenizer or an engine
 
 FRANCE = "The capital of France is"
 
@@ -37,7 +36,7 @@ def dense_variant(name: str = "dense", **kw: object) -> VariantConfig:
 
 def make_config(*variants: VariantConfig, **kw: object) -> Config:
     return Config(
-        server=ServerConfig(grpc_port=0, metrics_port=0, drain_timeout_s=5.0),
+        server=ServerConfig(grpc_port=0, metrics_port=0, http_port=0, drain_timeout_s=5.0),
         variants=list(variants) or [dense_variant()],
         **kw,  # type: ignore[arg-type]
     )

@@ -4,7 +4,7 @@ around a real engine (for the mirroring tests)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 
 from serving.engines.base import Chunk, Engine, SamplingSpec, TokenLogprobs
 
@@ -12,9 +12,10 @@ from serving.engines.base import Chunk, Engine, SamplingSpec, TokenLogprobs
 class FakeEngine:
     """Answers every prompt with `text` split into one chunk per word."""
 
-    def __init__(self, name: str, text: str = "ok fine", max_model_len: int = 512) -> None:
+    def __init__(self, name: str, text: str = "ok fine", max_model_len: int = 512, first_id: int = 0) -> None:
         self.name = name
         self.text = text
+        self.first_id = first_id
         self._max = max_model_len
         self.prompts: list[str] = []
 
@@ -25,6 +26,9 @@ class FakeEngine:
     def count_tokens(self, prompt: str) -> int:
         return len(prompt.split())
 
+    async def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
+
     async def generate(
         self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
     ) -> AsyncGenerator[Chunk, None]:
@@ -34,7 +38,7 @@ class FakeEngine:
             last = i == len(words) - 1
             yield Chunk(
                 text=w if i == 0 else " " + w,
-                token_ids=(i,),
+                token_ids=(self.first_id + i,),
                 finished=last,
                 finish_reason="stop" if last else None,
                 prompt_tokens=self.count_tokens(prompt),
@@ -70,6 +74,9 @@ class _Wrapper:
 
     def count_tokens(self, prompt: str) -> int:
         return self.inner.count_tokens(prompt)
+
+    async def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        return await self.inner.render_chat(messages)
 
     async def score(
         self, token_ids: Sequence[int], start: int, top_k: int, request_id: str

@@ -68,7 +68,7 @@ async def test_serving_a_missing_checkpoint_is_a_config_error(tmp_path: Path) ->
     from serving.app import start_app
 
     cfg = Config(
-        server=ServerConfig(grpc_port=0, metrics_port=-1),
+        server=ServerConfig(grpc_port=0, metrics_port=-1, http_port=-1),
         variants=[VariantConfig(name="dense", model=str(tmp_path / "nowhere"))],
     )
     with pytest.raises(ConfigError, match="variant dense: no checkpoint at"):

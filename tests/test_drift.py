@@ -9,11 +9,7 @@ import random
 import pytest
 
 from serving.drift import (
-    OUTCOMES,
     Answer,
-    DriftBook,
-    DriftResult,
-    DriftStats,
     compare,
     exact_match,
     first_divergence,
@@ -22,6 +18,7 @@ from serving.drift import (
     teacher_forced_agreement,
     token_agreement,
 )
+from serving.drift_book import OUTCOMES, DriftBook, DriftResult, DriftStats
 
 L = math.log
 

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from serving.config import Config, Role, VariantConfig
-from serving.errors import NotFound, Unavailable
-from serving.gateway import Gateway, GenerateCall
+from serving.errors import InvalidArgument, NotFound, Unavailable
+from serving.gateway import ChatMessage, Gateway, GenerateCall
 from serving.routing import pick_weighted, route, unit_interval
 from serving.stats import ListSink
 from tests.fakes import FakeEngine
@@ -103,3 +103,33 @@ async def test_sample_rate_mirrors_a_share_of_requests() -> None:
     assert all(m.outcome == "compared" for m in sink.mirrors) and len(sink.mirrors) == len(
         engines["half"].prompts
     )
+
+
+async def test_chat_messages_are_rendered_once_and_mirrored_as_rendered() -> None:
+    gateway, engines, sink = _gateway(
+        VariantConfig(name="dense"), VariantConfig(name="shadow", role=Role.SHADOW, sample_rate=1.0)
+    )
+    chat = (ChatMessage("system", "Be brief."), ChatMessage("user", "Capital of France?"))
+    reply = await gateway.generate(GenerateCall(messages=chat))
+    await gateway.mirror.drain()
+    rendered = "<system>Be brief.\n<user>Capital of France?\n<assistant>"
+    assert reply.variant == "dense" and engines["dense"].prompts == [rendered]
+    assert engines["shadow"].prompts == [rendered]  # the shadow sees the same conversation
+    assert [m.outcome for m in sink.mirrors] == ["compared"]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (GenerateCall(), "prompt must not be empty"),
+        (GenerateCall(prompt="hi", messages=(ChatMessage("user", "hi"),)), "either prompt or messages"),
+        (GenerateCall(messages=(ChatMessage("robot", "hi"),)), r"unknown message role\(s\) \['robot'\]"),
+        (GenerateCall(messages=(ChatMessage("user", " "),)), "every message is empty"),
+        (GenerateCall(messages=(ChatMessage("user", "hi"),) * 65), "at most 64 messages"),
+    ],
+)
+async def test_bad_chat_requests_are_invalid_arguments(call: GenerateCall, message: str) -> None:
+    gateway, engines, _ = _gateway(VariantConfig(name="dense"))
+    with pytest.raises(InvalidArgument, match=message):
+        await gateway.generate(call)
+    assert engines["dense"].prompts == []

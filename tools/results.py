@@ -3,9 +3,9 @@
 `driftgate probe --config C --probes builtin:geo --out DIR` probes every variant of a config in one
 process (engines started one after the other, the primary first). On a shared 2-core machine that is
 10-20 minutes per config, and the dense primary is probed again for every config. This driver runs
-the same code (`serving.probe_run.run_config`, same engine settings, same scoring) for *one* variant
+the same code (`serving.probes.batch.run_config`, same engine settings, same scoring) for *one* variant
 per command and caches its answers, so each variant is probed once and every command stays short;
-`report` then assembles a config's report from the cache with `serving.probe_run.write_outputs`
+`report` then assembles a config's report from the cache with `serving.probes.batch.write_outputs`
 (report.json, answers.jsonl, PNG plots: the same files `driftgate probe` writes) and adds
 `costs.json` and `summary.md` (the Markdown tables of docs/results.md).
 
@@ -38,8 +38,12 @@ if __name__ == "__main__" and str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from serving.config import Config, Role, VariantConfig, load_config  # noqa: E402
-from serving.probe_run import ProbeRun, VariantRun, load_probe_set, run_config, write_outputs  # noqa: E402
-from serving.probes.facts import Fact, facts_sha256  # noqa: E402
+from serving.probes.batch import ProbeRun, VariantRun, run_config, write_outputs  # noqa: E402
+from serving.probes.facts import (  # noqa: E402
+    Fact,
+    facts_sha256,
+    load_probe_set,
+)
 from serving.probes.report import format_table  # noqa: E402
 
 MANIFEST = "driftgate-manifest.json"

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from compress.groups import pick_group_size
+from compress.recipes import AWQParams, GPTQParams
 
 
 @dataclass
@@ -57,6 +58,16 @@ def int_weight_scheme(bits: int, group_size: int, symmetric: bool) -> Any:
         num_bits=bits, type="int", strategy="group", group_size=group_size, symmetric=symmetric, dynamic=False
     )
     return QuantizationScheme(targets=["Linear"], weights=weights)
+
+
+def int_weight_groups(
+    model: torch.nn.Module, params: GPTQParams | AWQParams
+) -> tuple[list[str], int, dict[str, Any]]:
+    """What GPTQ and AWQ quantize: the Linear modules, their resolved group size, the ``config_groups``."""
+    modules = linear_modules(model, params.ignore)
+    group_size = resolve_group_size(model, params.group_size, modules)
+    config_groups = {"group_0": int_weight_scheme(params.bits, group_size, params.symmetric)}
+    return modules, group_size, config_groups
 
 
 def run_oneshot(model: torch.nn.Module, modifiers: list[Any], calib: Any, params: Any = None) -> None:

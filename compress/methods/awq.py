@@ -6,13 +6,7 @@ from typing import Any
 
 import torch
 
-from compress.methods._common import (
-    MethodResult,
-    int_weight_scheme,
-    linear_modules,
-    resolve_group_size,
-    run_oneshot,
-)
+from compress.methods._common import MethodResult, int_weight_groups, run_oneshot
 from compress.recipes import AWQParams
 
 
@@ -20,14 +14,10 @@ def apply(model: torch.nn.Module, tokenizer: Any, params: AWQParams, calib: Any)
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQModifier
 
-    modules = linear_modules(model, params.ignore)
-    group_size = resolve_group_size(model, params.group_size, modules)
+    modules, group_size, config_groups = int_weight_groups(model, params)
     modifiers = [
         AWQModifier(n_grid=params.n_grid, duo_scaling=params.duo_scaling),
-        QuantizationModifier(
-            config_groups={"group_0": int_weight_scheme(params.bits, group_size, params.symmetric)},
-            ignore=params.ignore,
-        ),
+        QuantizationModifier(config_groups=config_groups, ignore=params.ignore),
     ]
     run_oneshot(model, modifiers, calib, params)
     return MethodResult(modules=modules, resolved={"group_size": group_size})

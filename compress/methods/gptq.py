@@ -6,23 +6,16 @@ from typing import Any
 
 import torch
 
-from compress.methods._common import (
-    MethodResult,
-    int_weight_scheme,
-    linear_modules,
-    resolve_group_size,
-    run_oneshot,
-)
+from compress.methods._common import MethodResult, int_weight_groups, run_oneshot
 from compress.recipes import GPTQParams
 
 
 def apply(model: torch.nn.Module, tokenizer: Any, params: GPTQParams, calib: Any) -> MethodResult:
     from llmcompressor.modifiers.gptq import GPTQModifier
 
-    modules = linear_modules(model, params.ignore)
-    group_size = resolve_group_size(model, params.group_size, modules)
+    modules, group_size, config_groups = int_weight_groups(model, params)
     modifier = GPTQModifier(
-        config_groups={"group_0": int_weight_scheme(params.bits, group_size, params.symmetric)},
+        config_groups=config_groups,
         ignore=params.ignore,
         block_size=params.block_size,
         dampening_frac=params.dampening_frac,

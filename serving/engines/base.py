@@ -48,6 +48,11 @@ class Engine(Protocol):
         """Number of prompt tokens (for context-length validation before submitting)."""
         ...
 
+    async def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The prompt the model's chat template makes of `messages` (role/content mappings), with
+        the assistant's turn opened, as vLLM's chat endpoint renders it."""
+        ...
+
     def generate(
         self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
     ) -> AsyncGenerator[Chunk, None]:

@@ -1,8 +1,15 @@
 """`VllmEngine`: the Engine Protocol on vLLM's in-process `AsyncLLM` (one engine per variant).
 
-vLLM spawns its engine-core process when `AsyncLLM` is built, and that process reads the CPU
-settings from the environment it inherits: so we set `VLLM_CPU_OMP_THREADS_BIND` (cores) and
-`VLLM_CPU_KVCACHE_SPACE` (GiB of KV cache) just for the duration of each engine's construction.
+vLLM spawns its engine-core process when `AsyncLLM` is built, and that process reads its CPU
+settings from the environment it inherits: we set `VLLM_CPU_OMP_THREADS_BIND` (the variant's
+cores) for the duration of each engine's construction, one construction at a time. The KV-cache
+size goes in as the engine argument `kv_cache_memory_bytes` (fractional GiB allowed), and
+`VLLM_CPU_KVCACHE_SPACE` is removed meanwhile so it cannot override it.
+
+Building an `AsyncLLM` takes a minute or more (model load, compilation, warm-up) and blocks its
+thread: it runs in a worker thread so the event loop keeps answering (health says NOT_SERVING
+meanwhile). vLLM supports construction outside a running loop: its output handler then starts
+lazily; we start it at once back on the loop so an engine-core failure is seen before any request.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any, cast
 from serving.config import VariantConfig
 from serving.engines.base import Chunk, SamplingSpec, TokenLogprobs
 from serving.errors import EngineFailure, GatewayError, InvalidArgument, Unavailable
+from serving.home import OFFLINE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +52,12 @@ def _scoped_env(values: Mapping[str, str | None]) -> Iterator[None]:
 
 
 def engine_env(variant: VariantConfig) -> dict[str, str | None]:
-    """The per-engine environment vLLM's CPU backend reads in the engine-core process.
-
-    `VLLM_CPU_KVCACHE_SPACE` only takes whole GiB; we pass the (possibly fractional) size as the
-    equivalent engine argument `kv_cache_memory_bytes` and remove the variable so it can't override.
-    """
+    """The per-engine environment vLLM's CPU backend reads in the engine-core process (offline mode
+    included); `VLLM_CPU_KVCACHE_SPACE` is removed (None) in favour of `kv_cache_memory_bytes`."""
     return {
+        **OFFLINE_ENV,
         "VLLM_CPU_OMP_THREADS_BIND": variant.engine.cpu_cores,
         "VLLM_CPU_KVCACHE_SPACE": None,
-        "HF_HUB_OFFLINE": "1",
     }
 
 
@@ -72,6 +77,25 @@ def _map_error(exc: Exception) -> GatewayError:
     if isinstance(exc, EngineDeadError):
         return Unavailable("the engine is not running")
     return EngineFailure(f"engine error: {type(exc).__name__}")
+
+
+def _build_async_llm(variant: VariantConfig) -> Any:
+    """Imports vLLM and builds the `AsyncLLM` (blocking for a minute or more: run it in a thread)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    e = variant.engine
+    args = AsyncEngineArgs(
+        model=variant.model_path,
+        dtype=cast(Any, e.dtype),
+        max_model_len=e.max_model_len,
+        max_num_seqs=e.max_num_seqs,
+        max_logprobs=e.max_logprobs,
+        seed=e.seed,
+        kv_cache_memory_bytes=int(e.kv_cache_gib * (1 << 30)),
+        disable_log_stats=True,
+    )
+    return AsyncLLM.from_engine_args(args)
 
 
 class _Closed:
@@ -96,28 +120,23 @@ class VllmEngine:
     @classmethod
     async def start(cls, variant: VariantConfig) -> VllmEngine:
         """Builds the engine (spawns vLLM's engine-core process with this variant's CPU settings)."""
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
         e = variant.engine
-        args = AsyncEngineArgs(
-            model=variant.model_path,
-            dtype=cast(Any, e.dtype),
-            max_model_len=e.max_model_len,
-            max_num_seqs=e.max_num_seqs,
-            max_logprobs=e.max_logprobs,
-            seed=e.seed,
-            kv_cache_memory_bytes=int(e.kv_cache_gib * (1 << 30)),
-            disable_log_stats=True,
-        )
         async with _ENGINE_ENV_LOCK:
             with _scoped_env(engine_env(variant)):
                 log.info(
                     "starting vLLM engine %s on %s (cores %s)", variant.name, variant.model_path, e.cpu_cores
                 )
-                # Not bound to a local: a module vLLM imports while building the engine keeps this
-                # frame alive, and a local would keep the AsyncLLM alive until interpreter exit.
-                return cls(variant.name, AsyncLLM.from_engine_args(args), e.max_model_len)
+                llm = await asyncio.to_thread(_build_async_llm, variant)
+        engine = cls(variant.name, llm, e.max_model_len)
+        del llm  # the engine owns it: `shutdown` drops it so AsyncLLM.__del__ never runs at exit
+        engine._start_output_handler()
+        return engine
+
+    def _start_output_handler(self) -> None:
+        """Starts vLLM's output handler on this loop (what `AsyncLLM` does itself when built on one)."""
+        start = getattr(self._llm, "_run_output_handler", None)
+        if start is not None:
+            start()
 
     @property
     def max_model_len(self) -> int:
@@ -125,6 +144,15 @@ class VllmEngine:
 
     def count_tokens(self, prompt: str) -> int:
         return len(self._tokenizer.encode(prompt))
+
+    async def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        try:
+            text = self._tokenizer.apply_chat_template(
+                [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:  # no template, or the template rejects the conversation
+            raise InvalidArgument(f"variant {self.name} cannot render these messages: {exc}") from exc
+        return str(text)
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of `text` with the engine's tokenizer (as the engine tokenizes a prompt when

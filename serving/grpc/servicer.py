@@ -7,12 +7,18 @@ from contextlib import aclosing
 from typing import Any
 
 from serving.config import Role
-from serving.drift import DriftSummary
-from serving.gateway import Gateway, GenerateCall, Reply
+from serving.drift_book import DriftSummary
+from serving.gate.verdict import VariantVerdict, Verdict
+from serving.gateway import ChatMessage, Gateway, GenerateCall, Reply
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 
 _ROLES = {Role.PRIMARY: pb.ROLE_PRIMARY, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.SHADOW: pb.ROLE_SHADOW}
+VERDICTS = {
+    Verdict.PASS: pb.VERDICT_PASS,
+    Verdict.FAIL: pb.VERDICT_FAIL,
+    Verdict.UNDECIDED: pb.VERDICT_UNDECIDED,
+}
 
 
 def to_call(req: pb.GenerateRequest) -> GenerateCall:
@@ -25,6 +31,7 @@ def to_call(req: pb.GenerateRequest) -> GenerateCall:
         stop=tuple(req.stop),
         variant=req.variant,
         request_id=req.request_id,
+        messages=tuple(ChatMessage(m.role, m.content) for m in req.messages),
     )
 
 
@@ -38,7 +45,25 @@ def _summary_fields(reply: Reply) -> dict[str, Any]:
     }
 
 
-def to_drift(name: str, s: DriftSummary) -> pb.VariantDrift:
+def to_verdict(v: VariantVerdict) -> pb.VariantVerdict:
+    checks = [
+        pb.GateCheck(
+            name=c.name,
+            figure=c.figure,
+            lower=c.interval.lo,
+            upper=c.interval.hi,
+            threshold=c.threshold,
+            direction=c.direction,
+            samples=c.n,
+            verdict=VERDICTS[c.verdict],
+            note=c.note,
+        )
+        for c in v.checks
+    ]
+    return pb.VariantVerdict(variant=v.variant, verdict=VERDICTS[v.verdict], checks=checks, note=v.note)
+
+
+def to_drift(name: str, s: DriftSummary, verdict: Verdict | None = None) -> pb.VariantDrift:
     msg = pb.VariantDrift(
         variant=name,
         compared=s.compared,
@@ -54,6 +79,8 @@ def to_drift(name: str, s: DriftSummary) -> pb.VariantDrift:
         msg.mean_teacher_forced_agreement = s.mean_teacher_forced_agreement
     if s.mean_kl is not None:
         msg.mean_kl = s.mean_kl
+    if verdict is not None:
+        msg.verdict = VERDICTS[verdict]
     return msg
 
 
@@ -93,9 +120,19 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def GetDriftSummary(
         self, request: pb.GetDriftSummaryRequest, context: Any
     ) -> pb.GetDriftSummaryResponse:
+        verdicts = {v.variant: v.verdict for v in await self._gateway.verdicts()}
         summaries, since = self._gateway.drift_summary(reset=request.reset)
         return pb.GetDriftSummaryResponse(
             primary=self._gateway.config.primary.name,
-            variants=[to_drift(name, s) for name, s in summaries.items()],
+            variants=[to_drift(name, s, verdicts.get(name)) for name, s in summaries.items()],
+            since_unix_seconds=since,
+        )
+
+    async def GetVerdict(self, request: pb.GetVerdictRequest, context: Any) -> pb.GetVerdictResponse:
+        _, since = self._gateway.drift_summary()
+        verdicts = await self._gateway.verdicts(request.variant)
+        return pb.GetVerdictResponse(
+            primary=self._gateway.config.primary.name,
+            verdicts=[to_verdict(v) for v in verdicts],
             since_unix_seconds=since,
         )

@@ -1,8 +1,9 @@
 """Knowledge probes (LAMA-style, after Namburi et al. 2023, *The Cost of Compression*).
 
-The offline, pure half: the probe file format (:mod:`.facts`), scoring and reports
-(:mod:`.scoring`, :mod:`.report`), plots (:mod:`.plots`, imports matplotlib lazily) and the
-online-probe helpers (:mod:`.online`). Engines/gateway generate the continuations and log-likelihoods.
+Pure parts, re-exported here: the probe file format (:mod:`.facts`), scoring and reports
+(:mod:`.scoring`, :mod:`.report`), the live-traffic probe index and schedule (:mod:`.schedule`).
+Imported by name only: :mod:`.plots` (matplotlib), :mod:`.live` (the online probing task that runs
+inside the gateway) and :mod:`.batch` (the offline runner behind `driftgate probe` and the demo).
 """
 
 from serving.probes.facts import (
@@ -15,7 +16,7 @@ from serving.probes.facts import (
     parse_probes,
     resolve_probes,
 )
-from serving.probes.online import ProbeSchedule, build_index, match_probe
+from serving.probes.schedule import ProbeSchedule, build_index, match_probe
 from serving.probes.scoring import (
     VariantResult,
     VariantScore,

@@ -13,7 +13,7 @@ A probe file is JSONL (UTF-8), one fact per line::
   for "United States") or, for relations with several true answers (a country's neighbours, its
   official languages), the other true answers. Scoring treats object and aliases alike.
 * Blank lines are ignored. Two facts with the same prompt are an error (a prompt identifies a
-  fact, see :mod:`serving.probes.online`), as is an alias repeating the object.
+  fact, see :mod:`serving.probes.schedule`), as is an alias repeating the object.
 
 :func:`load_probes` / :func:`parse_probes` validate *every* line and raise one
 :class:`ProbeFileError` listing all problems, each prefixed with ``source:line``.
@@ -216,6 +216,21 @@ def resolve_probes(name_or_path: str | Path) -> list[Fact]:
     if isinstance(name_or_path, str) and name_or_path in BUILTIN_PROBE_SETS:
         return load_builtin(name_or_path)
     return load_probes(name_or_path)
+
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def load_probe_set(spec: str) -> list[Fact]:
+    """Facts of ``builtin:NAME``, a bare built-in name, or a JSONL file (raises ProbeFileError)."""
+    try:
+        if spec.startswith(BUILTIN_PREFIX):
+            return load_builtin(spec[len(BUILTIN_PREFIX) :])
+        return resolve_probes(spec)
+    except KeyError as exc:
+        raise ProbeFileError(spec, [str(exc.args[0])]) from None
+    except OSError as exc:
+        raise ProbeFileError(spec, [f"{spec}: cannot read: {exc.strerror or exc}"]) from None
 
 
 def stratified(facts: Sequence[Fact], limit: int) -> list[Fact]:

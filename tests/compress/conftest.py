@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Widths 192 and 384: 128 does not divide 192, so "auto" must choose 64 (as on SmolLM2, hidden 576).
 TINY: dict[str, Any] = {

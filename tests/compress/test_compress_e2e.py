@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from compress import cli
 from compress.api import DEMO_RECIPES, CompressError, build_recipes, compress, worker_env
 from compress.bench import compress_times
-from compress.checkpoint import checkpoint_sha256
 from compress.manifest import Manifest
 from compress.paths import CALIBRATION_FILE, MANIFEST_NAME, REPO_ROOT
 from compress.recipes import load_recipe
+from serving.commands.main import main as driftgate
+from serving.home import checkpoint_sha256
 
 pytestmark = pytest.mark.compress
 
@@ -192,7 +192,7 @@ def test_cli_all_reports_up_to_date(
     variants: dict[str, Path], tiny_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     parent = variants["gptq-w4a16"].parent
-    assert cli.main(["--model", str(tiny_model), "--all", "--out-dir", str(parent)]) == 0
+    assert driftgate(["compress", "--model", str(tiny_model), "--all", "--out-dir", str(parent)]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("up to date") == len(DEMO_RECIPES)
     assert "gptq-w4a16" in captured.out and "checks ok" in captured.out

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from compress import cli
 from compress.api import DEMO_RECIPES, CompressError, compress
 from compress.checkpoint import TensorInfo, layer_bits_per_weight, read_header
 from compress.groups import pick_group_size
@@ -26,6 +25,8 @@ from compress.recipes import (
     load_recipe,
     recipe_yaml,
 )
+from serving.commands import compress as cli
+from serving.commands.main import main as driftgate
 
 
 def test_builtin_names_are_exact() -> None:
@@ -208,7 +209,7 @@ def test_variant_dir_respects_driftgate_home(monkeypatch: pytest.MonkeyPatch, tm
 
 def test_serving_side_imports_no_torch() -> None:
     code = (
-        "import sys, compress.cli, compress.api, compress.recipes, compress.manifest, compress.bench;"
+        "import sys, serving.commands.compress, compress.api, compress.recipes, compress.manifest, compress.bench;"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'llmcompressor', 'transformers')];"
         "assert not heavy, heavy"
     )
@@ -216,7 +217,12 @@ def test_serving_side_imports_no_torch() -> None:
 
 
 def test_cli_unknown_recipe(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert cli.main(["--model", str(tmp_path), "--recipe", "gptq-w3a16", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        driftgate(
+            ["compress", "--model", str(tmp_path), "--recipe", "gptq-w3a16", "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     assert "unknown recipe 'gptq-w3a16'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -224,13 +230,26 @@ def test_cli_unknown_recipe(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 def test_cli_bad_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text("method: awq\nparams: {n_grids: 10}\n")
-    assert cli.main(["--model", str(tmp_path), "--recipe", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        driftgate(["compress", "--model", str(tmp_path), "--recipe", str(path), "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "unknown key 'n_grids'" in capsys.readouterr().err
 
 
 def test_cli_missing_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert (
-        cli.main(["--model", str(tmp_path / "nope"), "--recipe", "int8-w8a8", "--out", str(tmp_path / "o")])
+        driftgate(
+            [
+                "compress",
+                "--model",
+                str(tmp_path / "nope"),
+                "--recipe",
+                "int8-w8a8",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
         == 1
     )
     assert "model directory not found" in capsys.readouterr().err

@@ -174,7 +174,7 @@ def test_capitals_small() -> None:
 
 def test_importing_the_package_has_no_heavy_side_effects() -> None:
     code = (
-        "import sys, serving.probes, serving.probes.plots, serving.probes.scoring, serving.probes.online;"
+        "import sys, serving.probes, serving.probes.plots, serving.probes.scoring, serving.probes.schedule;"
         "print(sorted(m for m in ('matplotlib', 'torch', 'vllm', 'grpc') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -1,18 +1,18 @@
-"""`make bench`: every speed figure the issues ask for, measured in one run, printed as ratios.
+"""`driftgate bench` (what `make bench` runs): the speed figures, measured in one run, as ratios.
 
 - gateway vs direct AsyncLLM, concurrency 1 and 16 (requests/s, tokens/s, ratio)
 - primary latency p50/p99 and throughput with mirroring off vs on (one shadow, rate 1.0), drops
 - compression wall time per demo recipe (from the variants' manifests; missing ones are built)
+
+The harnesses live in the `bench` package (`bench.serving`) and `compress.bench`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import sys
+from collections.abc import Iterable
 
-from serving.model_pull import pull
+from serving.commands.model_pull import pull
 
 
 async def _serving(model: str, parts: set[str]) -> list[str]:
@@ -26,13 +26,9 @@ async def _serving(model: str, parts: set[str]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--only", nargs="*", default=["gateway", "mirror", "compress"])
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def run_bench(only: Iterable[str]) -> int:
     model = str(pull())
-    parts = set(args.only)
+    parts = set(only)
     report = []
     if "compress" in parts:
         from compress.bench import compress_report, format_report
@@ -42,7 +38,3 @@ def main(argv: list[str] | None = None) -> int:
     print("\n==== driftgate bench ====")
     print("\n".join(report))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

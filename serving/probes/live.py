@@ -1,4 +1,4 @@
-"""Online knowledge probing while the gateway serves (`probes.enabled` in the config).
+"""Live knowledge probing while the gateway serves (`probes.enabled` in the config).
 
 * Synthetic probes: `run_probe_traffic` draws `rate_per_s` facts per second from a seeded
   `ProbeSchedule` and sends each one to every ready variant (a "round"), straight to the engines
@@ -25,9 +25,8 @@ from serving.config import ProbeConfig
 from serving.engines.base import SamplingSpec
 from serving.gateway import Gateway
 from serving.generation import Generated, run_generation
-from serving.probe_run import load_probe_set
-from serving.probes.facts import Fact, ProbeFileError
-from serving.probes.online import ProbeSchedule, build_index, match_probe
+from serving.probes.facts import Fact, ProbeFileError, load_probe_set
+from serving.probes.schedule import ProbeSchedule, build_index, match_probe
 from serving.probes.scoring import is_correct
 from serving.stats import ProbeStats, Sink
 
@@ -56,7 +55,8 @@ class LiveProbeScorer:
             return
         correct = is_correct(text, fact)
         primary_correct = None if primary_text is None else is_correct(primary_text, fact)
-        self._sink.probe(ProbeStats(variant, fact.relation, correct, flip_of(primary_correct, correct)))
+        flip = flip_of(primary_correct, correct)
+        self._sink.probe(ProbeStats(variant, fact.relation, correct, flip, primary_correct))
 
 
 async def probe_round(gateway: Gateway, fact: Fact, max_tokens: int, sink: Sink) -> None:
@@ -78,8 +78,8 @@ async def probe_round(gateway: Gateway, fact: Fact, max_tokens: int, sink: Sink)
             raise result
     primary = gateway.config.primary.name
     for name, correct in answers.items():
-        flip = None if name == primary else flip_of(answers.get(primary), correct)
-        sink.probe(ProbeStats(name, fact.relation, correct, flip))
+        paired = None if name == primary else answers.get(primary)
+        sink.probe(ProbeStats(name, fact.relation, correct, flip_of(paired, correct), paired))
 
 
 async def _safe_round(gateway: Gateway, fact: Fact, max_tokens: int, sink: Sink) -> None:

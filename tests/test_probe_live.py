@@ -14,8 +14,8 @@ from serving.config import ProbeConfig, Role
 from serving.engines.base import Chunk, Engine, SamplingSpec
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
-from serving.probe_traffic import LiveProbeScorer, flip_of
 from serving.probes.facts import Fact, dumps_probes, load_builtin
+from serving.probes.live import LiveProbeScorer, flip_of
 from serving.probes.scoring import is_correct
 from serving.stats import ListSink
 from tests.conftest import FRANCE, dense_variant, make_config

@@ -16,8 +16,8 @@ import pytest_asyncio
 
 from serving.app import App, start_app
 from serving.engines.base import Engine, SamplingSpec
-from serving.probe_run import load_probe_set, probe_engines, run_config, write_outputs
-from serving.probes.facts import Fact, dumps_probes, load_builtin
+from serving.probes.batch import probe_engines, run_config, write_outputs
+from serving.probes.facts import Fact, dumps_probes, load_builtin, load_probe_set
 from serving.probes.report import validate_report
 from serving.probes.scoring import candidates_for
 from tests.conftest import make_config
@@ -119,7 +119,7 @@ async def cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "serving.cli",
+        "serving.commands.main",
         "probe",
         *args,
         cwd=ROOT,

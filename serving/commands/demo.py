@@ -4,19 +4,27 @@ Pull the dense model, build the compressed variants (cached), start the gateway 
 configs/demo.yaml, show greedy answers of every variant side by side, send mirrored traffic,
 replay the probe set through the gateway as live traffic, and print the drift report (probes,
 mirror comparison, throughput per variant) with plots under $DRIFTGATE_HOME/reports/<timestamp>/.
+
+The terminal shows the demo's own lines and one progress bar per step (variants built, engines
+started, variants probed). Everything libraries print (vLLM, llm-compressor, their subprocesses)
+goes to `demo.log` in the report directory: the process's stdout/stderr file descriptors point
+there while the demo runs, and the demo writes to a duplicate of the terminal's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import grpc
 
@@ -121,19 +129,75 @@ def _check_metrics(port: int | None) -> None:
     print(f"/metrics on :{port}: {series} driftgate_* samples; {verdict}")
 
 
-async def _run(config: Config, probes: str, limit: int) -> Path:
+@contextlib.contextmanager
+def _terminal_only(log_path: Path) -> Iterator[TextIO]:
+    """Points fds 1 and 2 (this process's and its children's output) at `log_path`; yields a
+    stream on the terminal, which `print` also uses meanwhile. Restores everything on exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    with log_path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        with contextlib.redirect_stdout(terminal):
+            yield terminal
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+        terminal.close()
+
+
+def _bar(total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="variant", file=sys.stdout, leave=True, dynamic_ncols=True)
+
+
+async def _verdicts(stub: Any, report: dict[str, Any], config: Config, out: Path) -> None:
+    """The promotion verdicts: live (mirrored traffic and probe rounds, `GetVerdict`) and on the
+    probe replay's report (the probe check alone, judged once); both written to verdicts.json."""
+    from serving.commands.gate import from_proto
+    from serving.gate.judge import judge_report
+    from serving.gate.verdict import format_table as verdict_table
+    from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
+
+    live = [from_proto(v) for v in (await stub.GetVerdict(pb.GetVerdictRequest())).verdicts]
+    offline = judge_report(report, config.gate)
+    _say("promotion verdicts on the live traffic (GetVerdict; `driftgate gate --target` exits on it)")
+    print(verdict_table(live))
+    _say("promotion verdicts on the probe report (`driftgate gate --report report.json`)")
+    print(verdict_table(offline))
+    dump = {"live": [v.to_dict() for v in live], "report": [v.to_dict() for v in offline]}
+    (out / "verdicts.json").write_text(json.dumps(dump, indent=2) + "\n")
+
+
+def _advance(bar: Any) -> Callable[[str], None]:
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+        bar.update()
+
+    return step
+
+
+async def _run(config: Config, probes: str, limit: int, out: Path) -> None:
     from serving.app import start_app
     from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
-    from serving.probe_run import default_report_dir, load_probe_set, run_gateway, write_outputs
+    from serving.probes.batch import run_gateway, write_outputs
+    from serving.probes.facts import load_probe_set
     from serving.probes.report import format_table
 
     _say(f"starting the gateway with {len(config.variants)} vLLM engines (one after another)")
     t0 = time.perf_counter()
-    app = await start_app(config)
+    with _bar(len(config.variants), "engines started") as bar:
+        app = await start_app(config, progress=_advance(bar))
     print(
         f"gateway ready on {app.address} in {time.perf_counter() - t0:.0f} s; metrics on :{app.metrics_port}"
     )
-    out = default_report_dir()
     try:
         async with grpc.aio.insecure_channel(app.address) as channel:
             stub = pb_grpc.GatewayStub(channel)
@@ -144,7 +208,8 @@ async def _run(config: Config, probes: str, limit: int) -> Path:
             _say(
                 f"replaying {len(facts)} probe facts from {probes} through the gateway, pinned to each variant"
             )
-            run = await run_gateway(stub, facts)
+            with _bar(len(config.variants), "variants probed") as bar:
+                run = await run_gateway(stub, facts, progress=_advance(bar))
             paths = write_outputs(run, facts, out)
             (out / "drift.json").write_text(json.dumps(drift_rows, indent=2) + "\n")
             report = json.loads((out / "report.json").read_text())
@@ -154,25 +219,46 @@ async def _run(config: Config, probes: str, limit: int) -> Path:
             for name, cost in run.costs().items():
                 size = f"{cost['bytes'] / 1e6:7.1f} MB on disk" if "bytes" in cost else ""
                 print(f"{name:26s} {cost['tokens_per_s']:7.1f} tok/s   {size}")
+            await _verdicts(stub, report, config, out)
             _check_metrics(app.metrics_port)
             print("\nwritten: " + ", ".join(str(p) for p in paths))
     finally:
         await app.stop()
-    return out
+
+
+def _build_variants() -> None:
+    from compress.api import DEMO_RECIPES, build_recipes
+
+    _say("building the compressed variants (cached; llm-compressor runs in .venv-compress)")
+    with _bar(len(DEMO_RECIPES), "variants built") as bar:
+        for recipe in DEMO_RECIPES:
+            bar.set_postfix_str(recipe)
+            (path,) = build_recipes(None, [recipe]).values()
+            bar.update()
+            bar.write(f"{recipe:26s} {path}")
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from compress.api import build_demo_set
-    from serving.model_pull import pull
+    from compress.api import CompressError
+    from serving.commands.model_pull import pull
+    from serving.probes.batch import default_report_dir
 
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the demo's output readable
-    _say("pulling the dense model (SmolLM2-135M-Instruct, bf16)")
-    print(pull())
-    _say("building the compressed variants (cached)")
-    for name, path in build_demo_set().items():
-        print(f"{name:26s} {path}")
     config = load_config(args.config)
-    out = asyncio.run(_run(config, args.probes, args.limit))
-    _say(f"report: {out}")
-    return 0
+    out = default_report_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "demo.log"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code = 0
+    with _terminal_only(log_path):
+        print(f"driftgate demo: library logs go to {log_path}")
+        try:
+            _say("pulling the dense model (SmolLM2-135M-Instruct, bf16)")
+            print(pull())
+            _build_variants()
+            asyncio.run(_run(config, args.probes, args.limit, out))
+        except CompressError as exc:
+            print(f"driftgate demo: compression failed: {exc}")
+            code = 1
+        _say(f"report: {out}")
+        print(f"full library logs: {log_path}")
+    return code

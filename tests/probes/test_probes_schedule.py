@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from serving.probes.facts import Fact, load_builtin
-from serving.probes.online import ProbeSchedule, build_index, match_probe
+from serving.probes.schedule import ProbeSchedule, build_index, match_probe
 
 FACTS = [Fact("capital", s, o, "The capital of [X] is") for s, o in [("France", "Paris"), ("Peru", "Lima")]]
 

@@ -1,4 +1,4 @@
-"""``driftgate compress``: the CLI of the compress stage (wired into ``serving/cli.py``).
+"""``driftgate compress``: the command of the compress stage.
 
 driftgate compress --model DIR --recipe NAME_OR_YAML --out DIR [--force]
 driftgate compress --model DIR --all --out-dir DIR
@@ -14,8 +14,9 @@ from pathlib import Path
 
 from compress.api import DEMO_RECIPES, CompressError, build_recipes, compress
 from compress.manifest import Manifest
-from compress.paths import default_model_dir, variant_dir, variants_dir
+from compress.paths import variant_dir
 from compress.recipes import MAGNITUDE_PATTERN, RecipeError, builtin_recipe_names, load_recipe, recipe_yaml
+from serving.home import default_model_dir, variants_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -111,10 +112,3 @@ def run(args: argparse.Namespace) -> int:
     except CompressError as exc:
         print(f"driftgate compress: error: {exc}", file=sys.stderr)
         return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m compress ...`` (same options as ``driftgate compress``)."""
-    parser = argparse.ArgumentParser(prog="python -m compress", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

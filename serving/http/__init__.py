@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP door: the same `Gateway` core as gRPC, OpenAI's request/response shapes."""
