@@ -215,9 +215,7 @@ class Gateway:
         self._in_flight += 1
         self._idle.clear()
         try:
-            gen = stream_generation(
-                engine, variant, prompt, sampling, self._sink, uuid.uuid4().hex, logprobs
-            )
+            gen = stream_generation(engine, variant, prompt, sampling, self._sink, uuid.uuid4().hex, logprobs)
             async with aclosing(gen) as chunks:
                 async for chunk in chunks:
                     acc.add(chunk)

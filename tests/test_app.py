@@ -34,7 +34,8 @@ class OwnedFake(FakeEngine):
 
 def _config(*variants: VariantConfig) -> Config:
     return Config(
-        server=ServerConfig(grpc_port=0, metrics_port=-1, http_port=-1, drain_timeout_s=1.0), variants=list(variants)
+        server=ServerConfig(grpc_port=0, metrics_port=-1, http_port=-1, drain_timeout_s=1.0),
+        variants=list(variants),
     )
 
 
@@ -87,7 +88,9 @@ async def test_health_answers_not_serving_while_the_engine_builds() -> None:
     """The real vLLM engine is built off the event loop: health checks answer during the build
     (NOT_SERVING), the loop never stalls for long, and SERVING follows once the engine is up."""
     port = _free_port()
-    cfg = Config(server=ServerConfig(grpc_port=port, metrics_port=-1, http_port=-1), variants=[dense_variant()])
+    cfg = Config(
+        server=ServerConfig(grpc_port=port, metrics_port=-1, http_port=-1), variants=[dense_variant()]
+    )
     starting = asyncio.create_task(start_app(cfg))
     seen: list[int] = []
     worst_gap, last = 0.0, time.perf_counter()

@@ -204,7 +204,7 @@ async def test_chat_request_is_answered_with_the_models_chat_template(stub: pb_g
 
     chat = [{"role": "user", "content": "What is the capital of France?"}]
     tokenizer = AutoTokenizer.from_pretrained(model_dir())
-    rendered = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    rendered = str(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
     assert "<|im_start|>assistant" in rendered  # the checkpoint's template, not a plain join
     messages = [pb.ChatMessage(role=m["role"], content=m["content"]) for m in chat]
     by_chat = await stub.Generate(pb.GenerateRequest(messages=messages, max_tokens=12, temperature=0.0))

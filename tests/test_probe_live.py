@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import grpc
@@ -11,7 +10,7 @@ import pytest
 
 from serving.app import App, start_app
 from serving.config import ProbeConfig, Role
-from serving.engines.base import Chunk, Engine, SamplingSpec
+from serving.engines.base import Engine
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 from serving.probes.facts import Fact, dumps_probes, load_builtin
@@ -19,31 +18,9 @@ from serving.probes.live import LiveProbeScorer, flip_of
 from serving.probes.scoring import is_correct
 from serving.stats import ListSink
 from tests.conftest import FRANCE, dense_variant, make_config
+from tests.fakes import RaisingEngine
 
 pytestmark = [pytest.mark.engine, pytest.mark.asyncio(loop_scope="session")]
-
-
-class Broken:
-    """The real engine, except that every generation fails."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.name = "broken"
-        self.max_model_len = inner.max_model_len
-        self.count_tokens = inner.count_tokens
-        self.score = inner.score
-        self.abort = inner.abort
-        self.check_health = inner.check_health
-        self.num_unfinished = inner.num_unfinished
-
-    async def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
-    ) -> AsyncGenerator[Chunk, None]:
-        raise RuntimeError("injected failure")
-        yield  # pragma: no cover
-
-    async def shutdown(self) -> None:
-        return None
 
 
 def facts() -> list[Fact]:
@@ -80,7 +57,7 @@ async def test_probe_traffic_counts_while_the_gateway_idles(dense_engine: Engine
         dense_variant("broken", role=Role.CANDIDATE, weight=0.0),
         probes=probe_cfg(tmp_path, rate=5.0),
     )
-    engines = {"dense": dense_engine, "twin": dense_engine, "broken": Broken(dense_engine)}
+    engines = {"dense": dense_engine, "twin": dense_engine, "broken": RaisingEngine(dense_engine)}
     app = await start_app(config, engines=engines)  # type: ignore[dict-item]
     try:
         assert await wait_for(lambda: asked(app, "dense") >= 6 and asked(app, "twin") >= 6, 20.0)
