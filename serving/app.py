@@ -1,8 +1,9 @@
 """The composition root of a running gateway: metrics, gRPC server, engines, lifecycle.
 
-Start-up order: the gRPC server listens at once with health NOT_SERVING; engines are built one
-after another off the event loop (so health checks answer meanwhile), the primary first; health
-turns SERVING once every variant is attached. `App.stop`: health NOT_SERVING, new requests
+Start-up order: the gRPC server listens at once with health NOT_SERVING; in-process engines are
+built one after another off the event loop (so health checks answer meanwhile), the primary first;
+remote variants are not waited for. From then on the `Supervisor` attaches each variant while its
+engine is healthy and sets health SERVING exactly while the primary is attached. `App.stop`: health NOT_SERVING, new requests
 refused, in-flight requests drained (bounded), mirrored copies cancelled, the engines this app
 built shut down (engines passed in by the caller are the caller's).
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from serving.auth import Authenticator, load_keys
 from serving.config import Config
 from serving.engines.base import Engine
 from serving.engines.factory import EngineFactory, check_checkpoints, vllm_factory
@@ -25,6 +27,7 @@ from serving.grpc.server import GrpcServer
 from serving.http.server import HttpServer, start_http
 from serving.metrics import PrometheusSink, serve_metrics
 from serving.probes.live import run_probe_traffic
+from serving.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class App:
     background: list[asyncio.Task[None]] = field(default_factory=list)
     owned: list[Engine] = field(default_factory=list)
     """Engines built by `start_app` (shut down by `stop`); borrowed ones are left running."""
+    auth: Authenticator = field(default_factory=Authenticator)
+    """The API keys (shared by the gRPC and HTTP doors)."""
     http: HttpServer | None = None
     """The OpenAI-compatible HTTP door (`server.http_port`), on the same `Gateway`."""
 
@@ -75,19 +80,25 @@ class App:
             self.metrics_server = None
 
 
-async def _attach_engines(
+async def _build_engines(
     app: App, factory: EngineFactory, borrowed: dict[str, Engine], progress: Progress | None
-) -> None:
-    """Attaches every variant's engine, the primary first: borrowed ones as they are, the others built."""
+) -> dict[str, Engine]:
+    """Every variant's engine, the primary first: borrowed ones as they are, the others built.
+    In-process engines are attached as soon as they are built (building one proves it healthy);
+    remote ones are attached by the supervisor once their server answers."""
+    engines: dict[str, Engine] = {}
     for variant in app.config.primary_first():
         engine = borrowed.get(variant.name)
         if engine is None:
             engine = await factory(variant)
             app.owned.append(engine)
-        app.gateway.attach(variant.name, engine)
-        log.info("variant %s (%s) ready", variant.name, variant.role.value)
+        engines[variant.name] = engine
+        if not variant.remote:
+            app.gateway.attach(variant.name, engine)
+            log.info("variant %s (%s) ready", variant.name, variant.role.value)
         if progress is not None:
             progress(variant.name)
+    return engines
 
 
 async def _refresh_verdicts(gateway: Gateway, sink: PrometheusSink, every_s: float) -> None:
@@ -114,17 +125,24 @@ async def start_app(
     registry = CollectorRegistry()
     sink = PrometheusSink(registry, config.variants)
     gateway = Gateway(config, sink)
-    app = App(config, gateway, GrpcServer(gateway, config.server.host, config.server.grpc_port), registry)
+    auth = Authenticator(load_keys(config.auth.keys_file) if config.auth.keys_file else ())
+    server = GrpcServer(gateway, config.server.host, config.server.grpc_port, auth, config.auth, config.tls)
+    app = App(config, gateway, server, registry, auth=auth)
     try:
         await app.grpc.start()
         if config.server.metrics_port >= 0:
             app.metrics_port, app.metrics_server = serve_metrics(
-                registry, config.server.host, config.server.metrics_port
+                registry, config.server.host, config.server.metrics_port, config.tls
             )
         if config.server.http_port >= 0:
             app.http = await start_http(gateway, config.server.host, config.server.http_port)
-        await _attach_engines(app, factory, borrowed, progress)
-        await app.grpc.set_serving(True)
+        engines = await _build_engines(app, factory, borrowed, progress)
+        s = config.server
+        supervisor = Supervisor(
+            gateway, engines, gateway.sink, app.grpc.set_serving, s.health_interval_s, s.health_timeout_s
+        )
+        await supervisor.check_once()  # health SERVING now if the primary is up
+        app.background.append(asyncio.create_task(supervisor.run()))
         if config.probes.enabled:
             app.background.append(
                 asyncio.create_task(run_probe_traffic(gateway, config.probes, gateway.sink))

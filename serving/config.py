@@ -53,11 +53,19 @@ def _subst(value: str, env: dict[str, str]) -> str:
 
 @dataclass
 class EngineConfig:
-    """vLLM engine settings of one variant."""
+    """Where a variant runs: in-process vLLM (no `url`) or a vLLM OpenAI server at `url`.
 
+    The vLLM settings apply to the in-process engine and to the server `driftgate variant serve`
+    starts; a remote server started otherwise has its own."""
+
+    url: str = _f("", "base URL of the variant's vLLM OpenAI server (empty = in-process engine)")
+    served_model_name: str = _f("", "remote: the model name the server serves (empty = the variant's name)")
+    connect_timeout_s: float = _f(5.0, "remote: seconds to open a connection to the server")
+    read_timeout_s: float = _f(120.0, "remote: seconds the server may stay silent during an answer")
+    pool_size: int = _f(64, "remote: most open connections to the server")
     dtype: str = _f("bfloat16", "weights/activations dtype; vLLM's 4-bit CPU kernels need bfloat16")
     max_model_len: int = _f(2048, "context length (prompt + completion tokens)")
-    kv_cache_gib: float = _f(1.0, "KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    kv_cache_gib: float = _f(1.0, "KV cache size in GiB (kv_cache_memory_bytes; fractions allowed)")
     cpu_cores: str = _f("0-1", "cores the engine's worker binds to (VLLM_CPU_OMP_THREADS_BIND)")
     max_num_seqs: int = _f(32, "most sequences the engine batches at once")
     max_logprobs: int = _f(20, "largest top-k of logprobs the engine may return")
@@ -86,6 +94,15 @@ class VariantConfig:
     def model_path(self) -> str:
         return expand_path(self.model)
 
+    @property
+    def remote(self) -> bool:
+        """Served by a vLLM server at `engine.url` rather than in this process."""
+        return bool(self.engine.url)
+
+    @property
+    def served_name(self) -> str:
+        return self.engine.served_model_name or self.name
+
 
 @dataclass
 class ServerConfig:
@@ -98,6 +115,27 @@ class ServerConfig:
     drain_timeout_s: float = _f(30.0, "on SIGTERM, time in-flight requests get to finish")
     max_concurrent_requests: int = _f(256, "requests beyond this are refused with RESOURCE_EXHAUSTED")
     verdict_refresh_s: float = _f(15.0, "seconds between refreshes of the driftgate_gate_* gauges (0 = off)")
+    health_interval_s: float = _f(2.0, "seconds between health checks of every variant's engine")
+    health_timeout_s: float = _f(5.0, "a health check slower than this counts as failed")
+
+
+@dataclass
+class AuthConfig:
+    """Who may call: API keys (as SHA-256 hashes, see serving/auth.py) and their scopes."""
+
+    keys_file: str = _f("", "YAML file of API keys (name, scope user|admin, sha256); empty = no keys needed")
+    open_health: bool = _f(True, "gRPC health checks need no key (kubelet probes carry none)")
+    open_reflection: bool = _f(True, "gRPC server reflection needs no key")
+
+
+@dataclass
+class TlsConfig:
+    """TLS for gRPC, the HTTP door and /metrics; mutual TLS when a client CA is given."""
+
+    cert_file: str = _f("", "server certificate chain (PEM); empty = plaintext")
+    key_file: str = _f("", "server private key (PEM)")
+    client_ca_file: str = _f("", "CA (PEM) that client certificates must chain to; set = mTLS required")
+    metrics: bool = _f(True, "serve /metrics over TLS too (with the same files)")
 
 
 @dataclass
@@ -137,6 +175,8 @@ class Config:
     drift: DriftConfig = _f(None, "answer comparison")
     probes: ProbeConfig = _f(None, "synthetic probe traffic")
     gate: GateConfig = _f(None, "promotion gates: defaults for every variant (see serving/gate/verdict.py)")
+    auth: AuthConfig = _f(None, "API keys")
+    tls: TlsConfig = _f(None, "transport security")
     variants: list[VariantConfig] = _f([], "served variants; exactly one has role primary")
 
     def __post_init__(self) -> None:
@@ -145,6 +185,8 @@ class Config:
         self.drift = self.drift or DriftConfig()
         self.probes = self.probes or ProbeConfig()
         self.gate = self.gate or GateConfig()
+        self.auth = self.auth or AuthConfig()
+        self.tls = self.tls or TlsConfig()
         if not self.variants:
             self.variants = [VariantConfig()]
         validate(self)
@@ -182,10 +224,15 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"variant {v.name}: weight must be >= 0, got {v.weight}")
         if v.max_in_flight < 1 or v.timeout_s <= 0:
             raise ConfigError(f"variant {v.name}: max_in_flight must be >= 1 and timeout_s > 0")
+        _validate_engine(v)
     if cfg.primary.weight <= 0 and not any(v.weight > 0 for v in cfg.variants if v.role is Role.CANDIDATE):
         raise ConfigError("the primary and candidates have no traffic weight")
     if cfg.drift.top_k < 1 or any(cfg.drift.top_k > v.engine.max_logprobs for v in cfg.variants):
         raise ConfigError("drift.top_k must be >= 1 and <= every engine's max_logprobs")
+    if bool(cfg.tls.cert_file) != bool(cfg.tls.key_file) or (
+        cfg.tls.client_ca_file and not cfg.tls.cert_file
+    ):
+        raise ConfigError("tls: cert_file and key_file go together, and client_ca_file needs both")
     for v in cfg.variants:
         try:
             gate = cfg.gate_for(v.name)
@@ -195,6 +242,14 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"variant {v.name}: gate.kl_cap is set once, in the gate defaults")
         if gate.relative_to and gate.relative_to not in names:
             raise ConfigError(f"variant {v.name}: gate.relative_to names no variant: {gate.relative_to!r}")
+
+
+def _validate_engine(v: VariantConfig) -> None:
+    e = v.engine
+    if e.url and not (e.url.startswith("http://") or e.url.startswith("https://")):
+        raise ConfigError(f"variant {v.name}: engine.url must start with http:// or https://, got {e.url!r}")
+    if min(e.connect_timeout_s, e.read_timeout_s) <= 0 or e.pool_size < 1:
+        raise ConfigError(f"variant {v.name}: engine timeouts must be > 0 and pool_size >= 1")
 
 
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
+import logging
 import math
 import random
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from serving import drift
 from serving.config import Config, Role, VariantConfig
 from serving.engines.base import Engine, SamplingSpec
-from serving.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from serving.errors import GatewayError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from serving.gate.book import GateBook
 from serving.gate.judge import judge
 from serving.gate.verdict import VariantVerdict
@@ -26,6 +28,8 @@ from serving.generation import Accumulator, stream_generation
 from serving.mirror import AnswerHook, Mirror
 from serving.routing import route
 from serving.stats import LATENCY_BUCKETS, FanoutSink, Sink
+
+log = logging.getLogger(__name__)
 
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
@@ -104,6 +108,14 @@ class Gateway:
         if self.config.variant(name) is None:
             raise KeyError(name)
         self._engines[name] = engine
+
+    def detach(self, name: str) -> None:
+        """Marks a variant not ready (its engine failed a health check); requests in flight on it
+        go on and end as its engine lets them."""
+        self._engines.pop(name, None)
+
+    def is_attached(self, name: str) -> bool:
+        return name in self._engines
 
     @property
     def on_answer(self) -> AnswerHook | None:
@@ -249,6 +261,34 @@ class Gateway:
                 if event.final is not None:
                     return event.final
         raise Unavailable("the stream ended without an answer")
+
+    def change_traffic(
+        self, build: Callable[[Config], list[VariantConfig]], source: str, caller: str = ""
+    ) -> None:
+        """Applies `build(config)` (a `serving.traffic` step); a refused step changes nothing and is
+        counted, then raised to the caller."""
+        try:
+            variants = build(self.config)
+        except GatewayError as exc:
+            log.warning("traffic change (%s by %s) refused: %s", source, caller or "-", exc.message)
+            self._sink.traffic(source, "refused")
+            raise
+        self.set_variants(variants, source, caller)
+
+    def set_variants(self, variants: list[VariantConfig], source: str, caller: str = "") -> None:
+        """Swaps in new roles, weights and sample rates at once (see `serving.traffic`): requests
+        routed from now on see them; requests in flight finish with the settings they began with."""
+        before = {v.name: (v.role.value, v.weight, v.sample_rate) for v in self.config.variants}
+        self.config = dataclasses.replace(self.config, variants=variants)
+        self.mirror.set_variants(variants)
+        for v in variants:
+            now = (v.role.value, v.weight, v.sample_rate)
+            if before[v.name] != now:
+                log.warning(
+                    "traffic change (%s by %s): %s role/weight/sample_rate %s -> %s",
+                    source, caller or "-", v.name, before[v.name], now,
+                )  # fmt: skip
+        self._sink.traffic(source, "applied")
 
     @property
     def sink(self) -> Sink:

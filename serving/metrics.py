@@ -7,10 +7,11 @@ Labels are bounded: `variant` (from the config), `role` (3 values), `code` (gRPC
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from serving.config import VariantConfig
+from serving.config import TlsConfig, VariantConfig
 from serving.drift_book import OUTCOMES
 from serving.gate.verdict import VariantVerdict, Verdict
 from serving.stats import LATENCY_BUCKETS, MirrorStats, ProbeStats, RequestStats
@@ -41,6 +42,7 @@ class PrometheusSink:
         self._drift_series(registry)
         self._probe_series(registry)
         self._gate_series(registry)
+        self._readiness_series(registry)
         for v in variants:
             self._init_variant(v)
 
@@ -119,6 +121,34 @@ class PrometheusSink:
             registry=r,
         )
 
+    def _readiness_series(self, r: CollectorRegistry) -> None:
+        """Whether each variant takes traffic (its engine passed its last health check)."""
+        self.ready_gauge = Gauge(
+            "driftgate_variant_ready",
+            "1 while the variant's engine is healthy and attached.",
+            ["variant"],
+            registry=r,
+        )
+        self.traffic_changes = Counter(
+            "driftgate_traffic_changes",
+            "Changes of roles, weights and sample rates, by source (admin, reload) and outcome.",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.transitions = Counter(
+            "driftgate_variant_transitions",
+            "Variant readiness changes, by new state.",
+            ["variant", "to"],
+            registry=r,
+        )
+
+    def traffic(self, source: str, outcome: str) -> None:
+        self.traffic_changes.labels(source, outcome).inc()
+
+    def ready(self, variant: str, ready: bool) -> None:
+        self.ready_gauge.labels(variant).set(1.0 if ready else 0.0)
+        self.transitions.labels(variant, "ready" if ready else "not_ready").inc()
+
     def _gate_series(self, r: CollectorRegistry) -> None:
         """Promotion verdicts (1 PASS, 0 UNDECIDED, -1 FAIL), refreshed by the gateway periodically."""
         self.verdict_gauge = Gauge(
@@ -162,6 +192,9 @@ class PrometheusSink:
         for metric in (self.latency, self.ttft, self.itl, self.prompt_tokens, self.generated_tokens):
             metric.labels(v.name, role)
         self.in_flight_gauge.labels(v.name)
+        self.ready_gauge.labels(v.name)
+        for to in ("ready", "not_ready"):
+            self.transitions.labels(v.name, to)
         if role != "primary":
             self.verdict_gauge.labels(v.name)
         if role == "shadow":
@@ -211,7 +244,15 @@ class PrometheusSink:
             self.probe_flips.labels(stats.variant, stats.flip).inc()
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[int, object]:
-    """Starts the /metrics HTTP endpoint; returns the bound port and the server (call .shutdown())."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int, tls: TlsConfig | None = None
+) -> tuple[int, object]:
+    """Starts the /metrics endpoint (HTTPS with `tls.metrics` and a certificate; client
+    certificates required when a client CA is set); returns the bound port and the server."""
+    kw: dict[str, Any] = {}
+    if tls is not None and tls.metrics and tls.cert_file:
+        kw = {"certfile": tls.cert_file, "keyfile": tls.key_file}
+        if tls.client_ca_file:
+            kw |= {"client_cafile": tls.client_ca_file, "client_auth_required": True}
+    server, _thread = start_http_server(port, addr=host, registry=registry, **kw)
     return int(server.server_port), server

@@ -85,6 +85,12 @@ class Mirror:
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_answer: AnswerHook | None = None
 
+    def set_variants(self, variants: list[VariantConfig]) -> None:
+        """New shadows and sample rates for the copies started from now on (running ones go on)."""
+        self._shadows = [v for v in variants if v.role is Role.SHADOW]
+        for v in self._shadows:
+            self._in_flight.setdefault(v.name, 0)
+
     @property
     def active(self) -> bool:
         return bool(self._shadows)

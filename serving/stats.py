@@ -54,6 +54,8 @@ class Sink(Protocol):
     def in_flight(self, variant: str, delta: int) -> None: ...
     def mirror(self, stats: MirrorStats) -> None: ...
     def probe(self, stats: ProbeStats) -> None: ...
+    def ready(self, variant: str, ready: bool) -> None: ...
+    def traffic(self, source: str, outcome: str) -> None: ...
 
 
 class FanoutSink:
@@ -78,6 +80,14 @@ class FanoutSink:
         for sink in self.sinks:
             sink.probe(stats)
 
+    def ready(self, variant: str, ready: bool) -> None:
+        for sink in self.sinks:
+            sink.ready(variant, ready)
+
+    def traffic(self, source: str, outcome: str) -> None:
+        for sink in self.sinks:
+            sink.traffic(source, outcome)
+
 
 @dataclass
 class ListSink:
@@ -87,6 +97,8 @@ class ListSink:
     mirrors: list[MirrorStats] = field(default_factory=list)
     probes: list[ProbeStats] = field(default_factory=list)
     in_flight_now: dict[str, int] = field(default_factory=dict)
+    readiness: list[tuple[str, bool]] = field(default_factory=list)
+    traffic_changes: list[tuple[str, str]] = field(default_factory=list)
 
     def request(self, stats: RequestStats) -> None:
         self.requests.append(stats)
@@ -99,3 +111,9 @@ class ListSink:
 
     def probe(self, stats: ProbeStats) -> None:
         self.probes.append(stats)
+
+    def ready(self, variant: str, ready: bool) -> None:
+        self.readiness.append((variant, ready))
+
+    def traffic(self, source: str, outcome: str) -> None:
+        self.traffic_changes.append((source, outcome))

@@ -12,6 +12,7 @@ from pathlib import Path
 from serving.commands import compress as compress_parser
 from serving.commands import gate as gate_command
 from serving.commands import probe as probe_command
+from serving.commands import variant as variant_command
 from serving.config import Config, ServerConfig, add_flags, apply_flags, load_config
 from serving.errors import ConfigError
 from serving.home import set_offline
@@ -33,7 +34,7 @@ def _load(args: argparse.Namespace) -> Config:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.commands.serve import serve_forever
 
-    return serve_forever(_load(args))
+    return serve_forever(_load(args), args.config)
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe_command.add_parser(sub)
     gate_command.add_parser(sub)
+    variant_command.add_parser(sub)
 
     demo = sub.add_parser("demo", help="the main job: pull, compress, serve, mirror, probe, report")
     demo.add_argument("--config", default="configs/demo.yaml", help="YAML config file")

@@ -16,9 +16,11 @@ from serving.errors import ConfigError
 EngineFactory = Callable[[VariantConfig], Awaitable[Engine]]
 
 
-def check_checkpoints(variants: Iterable[VariantConfig]) -> None:
-    """Raises ConfigError naming every in-process variant whose checkpoint is missing."""
-    missing = [v for v in variants if not (Path(v.model_path) / "config.json").is_file()]
+def check_checkpoints(variants: Iterable[VariantConfig], *, remote_too: bool = False) -> None:
+    """Raises ConfigError naming every in-process variant whose checkpoint is missing (a remote
+    variant's checkpoint is its server's business, unless `remote_too`)."""
+    wanted = [v for v in variants if remote_too or not v.remote]
+    missing = [v for v in wanted if not (Path(v.model_path) / "config.json").is_file()]
     if missing:
         where = "; ".join(f"variant {v.name}: no checkpoint at {v.model_path}" for v in missing)
         raise ConfigError(
@@ -27,7 +29,25 @@ def check_checkpoints(variants: Iterable[VariantConfig]) -> None:
 
 
 async def vllm_factory(variant: VariantConfig) -> Engine:
-    """An in-process vLLM engine for `variant` (built off the event loop; see `VllmEngine.start`)."""
+    """The variant's engine: a `RemoteEngine` on its vLLM server when `engine.url` is set (returned
+    at once, not yet connected: the gateway's supervisor attaches it once its server answers),
+    else an in-process vLLM engine (built off the event loop; see `VllmEngine.start`)."""
+    if variant.remote:
+        from serving.engines.remote import RemoteEngine
+
+        e = variant.engine
+        tokenizer = (
+            variant.model_path if (Path(variant.model_path) / "tokenizer_config.json").is_file() else None
+        )
+        return RemoteEngine(
+            variant.name,
+            e.url,
+            variant.served_name,
+            connect_timeout_s=e.connect_timeout_s,
+            read_timeout_s=e.read_timeout_s,
+            pool_size=e.pool_size,
+            tokenizer_path=tokenizer,
+        )
     from serving.engines.vllm_engine import VllmEngine
 
     check_checkpoints([variant])

@@ -68,6 +68,12 @@ class GateBook:
             t.gained += stats.correct
             t.neither += not stats.correct
 
+    def ready(self, variant: str, ready: bool) -> None:
+        return None
+
+    def traffic(self, source: str, outcome: str) -> None:
+        return None
+
     def reset(self) -> None:
         self._tally.clear()
 

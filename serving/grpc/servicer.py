@@ -8,10 +8,13 @@ from typing import Any
 
 from serving.config import Role
 from serving.drift_book import DriftSummary
+from serving.errors import InvalidArgument
 from serving.gate.verdict import VariantVerdict, Verdict
 from serving.gateway import ChatMessage, Gateway, GenerateCall, Reply
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
+from serving.grpc.auth import CALLER
+from serving.traffic import TrafficChange, changed, promoted
 
 _ROLES = {Role.PRIMARY: pb.ROLE_PRIMARY, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.SHADOW: pb.ROLE_SHADOW}
 VERDICTS = {
@@ -43,6 +46,13 @@ def _summary_fields(reply: Reply) -> dict[str, Any]:
         "completion_tokens": reply.completion_tokens,
         "request_id": reply.request_id,
     }
+
+
+def _role(value: int) -> Role:
+    role = next((r for r, v in _ROLES.items() if v == value), None)
+    if role is None:
+        raise InvalidArgument(f"role must be ROLE_CANDIDATE or ROLE_SHADOW, got {value}")
+    return role
 
 
 def to_verdict(v: VariantVerdict) -> pb.VariantVerdict:
@@ -101,6 +111,20 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                     yield pb.GenerateChunk(text=event.text)
                 else:
                     yield pb.GenerateChunk(text=event.text, finished=True, **_summary_fields(event.final))
+
+    async def SetTraffic(self, request: pb.SetTrafficRequest, context: Any) -> pb.ListVariantsResponse:
+        change = TrafficChange(
+            request.variant,
+            weight=request.weight if request.HasField("weight") else None,
+            sample_rate=request.sample_rate if request.HasField("sample_rate") else None,
+            role=_role(request.role) if request.HasField("role") else None,
+        )
+        self._gateway.change_traffic(lambda config: changed(config, change), "admin", CALLER.get())
+        return await self.ListVariants(pb.ListVariantsRequest(), context)
+
+    async def Promote(self, request: pb.PromoteRequest, context: Any) -> pb.ListVariantsResponse:
+        self._gateway.change_traffic(lambda config: promoted(config, request.variant), "admin", CALLER.get())
+        return await self.ListVariants(pb.ListVariantsRequest(), context)
 
     async def ListVariants(self, request: pb.ListVariantsRequest, context: Any) -> pb.ListVariantsResponse:
         return pb.ListVariantsResponse(

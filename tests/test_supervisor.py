@@ -1,0 +1,75 @@
+"""The supervisor: variants join and leave the gateway with their engine's health, and the gRPC
+health status follows the primary (fakes: pure lifecycle logic)."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.config import Config, Role, VariantConfig
+from serving.errors import Unavailable
+from serving.gateway import Gateway, GenerateCall
+from serving.stats import ListSink
+from serving.supervisor import Supervisor
+from tests.fakes import FakeEngine
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+class Flaky(FakeEngine):
+    """A fake whose health (and connect, like a remote engine's) fails while `down`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.down = False
+        self.connects = 0
+
+    async def connect(self) -> None:
+        self.connects += 1
+        await self.check_health()
+
+    async def check_health(self) -> None:
+        if self.down:
+            raise Unavailable(f"{self.name} is down")
+
+
+async def test_variants_follow_their_health_and_serving_follows_the_primary() -> None:
+    config = Config(variants=[VariantConfig(name="dense"), VariantConfig(name="shadow", role=Role.SHADOW)])
+    sink = ListSink()
+    gateway = Gateway(config, sink)
+    engines = {"dense": Flaky("dense"), "shadow": Flaky("shadow")}
+    serving: list[bool] = []
+
+    async def set_serving(value: bool) -> None:
+        serving.append(value)
+
+    supervisor = Supervisor(gateway, engines, sink, set_serving)
+    engines["dense"].down = True
+    await supervisor.check_once()
+    assert serving == [False] and gateway.is_attached("shadow") and not gateway.is_attached("dense")
+    with pytest.raises(Unavailable, match="no variant is ready"):
+        await gateway.generate(GenerateCall(prompt="hi"))
+
+    engines["dense"].down = False
+    await supervisor.check_once()
+    assert serving == [False, True] and gateway.is_ready()
+    assert (await gateway.generate(GenerateCall(prompt="hi"))).variant == "dense"
+
+    engines["shadow"].down = True  # a dead shadow costs the primary nothing
+    await supervisor.check_once()
+    assert serving == [False, True] and not gateway.is_attached("shadow")
+    await gateway.generate(GenerateCall(prompt="hi"))
+    await gateway.mirror.drain()
+    assert [m.outcome for m in sink.mirrors][-1] == "dropped"
+
+    engines["shadow"].down = False
+    engines["dense"].down = True
+    await supervisor.check_once()
+    assert serving == [False, True, False] and gateway.is_attached("shadow")
+    assert engines["dense"].connects == 2 and engines["shadow"].connects == 1  # connect until it succeeds
+    assert sink.readiness == [
+        ("shadow", True),
+        ("dense", True),
+        ("shadow", False),
+        ("dense", False),  # one round: in config order
+        ("shadow", True),
+    ]
