@@ -126,7 +126,10 @@ async def start_app(
     sink = PrometheusSink(registry, config.variants)
     gateway = Gateway(config, sink)
     auth = Authenticator(load_keys(config.auth.keys_file) if config.auth.keys_file else ())
-    server = GrpcServer(gateway, config.server.host, config.server.grpc_port, auth, config.auth, config.tls)
+    s = config.server
+    server = GrpcServer(
+        gateway, s.host, s.grpc_port, auth, config.auth, config.tls, config.limits.max_request_bytes
+    )
     app = App(config, gateway, server, registry, auth=auth)
     try:
         await app.grpc.start()

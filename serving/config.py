@@ -120,6 +120,18 @@ class ServerConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """Input and concurrency limits; a request over one is refused before any engine work."""
+
+    max_request_bytes: int = _f(4 << 20, "largest gRPC request message (gRPC refuses bigger ones itself)")
+    max_prompt_bytes: int = _f(1 << 20, "largest prompt (or sum of chat message contents), UTF-8 bytes")
+    max_prompt_tokens: int = _f(0, "largest prompt in tokens (0 = the model's context decides)")
+    max_tokens: int = _f(4096, "largest max_tokens a request may ask for")
+    max_stop_bytes: int = _f(256, "longest stop string, UTF-8 bytes")
+    max_concurrent_per_key: int = _f(0, "requests in flight per API key (0 = only the overall limit)")
+
+
+@dataclass
 class AuthConfig:
     """Who may call: API keys (as SHA-256 hashes, see serving/auth.py) and their scopes."""
 
@@ -175,6 +187,7 @@ class Config:
     drift: DriftConfig = _f(None, "answer comparison")
     probes: ProbeConfig = _f(None, "synthetic probe traffic")
     gate: GateConfig = _f(None, "promotion gates: defaults for every variant (see serving/gate/verdict.py)")
+    limits: LimitsConfig = _f(None, "input and concurrency limits")
     auth: AuthConfig = _f(None, "API keys")
     tls: TlsConfig = _f(None, "transport security")
     variants: list[VariantConfig] = _f([], "served variants; exactly one has role primary")
@@ -185,6 +198,7 @@ class Config:
         self.drift = self.drift or DriftConfig()
         self.probes = self.probes or ProbeConfig()
         self.gate = self.gate or GateConfig()
+        self.limits = self.limits or LimitsConfig()
         self.auth = self.auth or AuthConfig()
         self.tls = self.tls or TlsConfig()
         if not self.variants:

@@ -49,6 +49,12 @@ class Unavailable(GatewayError):
     status = Status.UNAVAILABLE
 
 
+class PayloadTooLarge(GatewayError):
+    """Input over a size limit (RESOURCE_EXHAUSTED over gRPC, as gRPC's own size limit; 413 over HTTP)."""
+
+    status = Status.RESOURCE_EXHAUSTED
+
+
 class EngineFailure(GatewayError):
     status = Status.INTERNAL
 

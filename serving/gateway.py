@@ -9,7 +9,6 @@ import asyncio
 import copy
 import dataclasses
 import logging
-import math
 import random
 import time
 import uuid
@@ -19,42 +18,20 @@ from dataclasses import dataclass
 
 from serving import drift
 from serving.config import Config, Role, VariantConfig
-from serving.engines.base import Engine, SamplingSpec
+from serving.engines.base import Engine
 from serving.errors import GatewayError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from serving.gate.book import GateBook
 from serving.gate.judge import judge
 from serving.gate.verdict import VariantVerdict
 from serving.generation import Accumulator, stream_generation
-from serving.mirror import AnswerHook, Mirror
+from serving.mirror import AnswerHook, Mirror, MirrorJob
+from serving.requests import ChatMessage, GenerateCall, check_input, sampling_spec
 from serving.routing import route
 from serving.stats import LATENCY_BUCKETS, FanoutSink, Sink
 
+__all__ = ["ChatMessage", "Gateway", "GenerateCall", "Reply", "StreamEvent", "VariantInfo"]
+
 log = logging.getLogger(__name__)
-
-CHAT_ROLES = frozenset({"system", "user", "assistant"})
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    """One turn of a chat conversation."""
-
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class GenerateCall:
-    """A client's request, before defaults and validation: a `prompt`, or chat `messages`."""
-
-    prompt: str = ""
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    variant: str = ""
-    request_id: str = ""
-    messages: tuple[ChatMessage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +72,7 @@ class Gateway:
         self._rng = rng or random.Random()
         self._engines: dict[str, Engine] = {}
         self._in_flight = 0
+        self._per_key: dict[str, int] = {}
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -152,41 +130,8 @@ class Gateway:
     async def _prompt(self, call: GenerateCall, engine: Engine) -> str:
         """The prompt text: the call's own, or its messages rendered by the answering engine."""
         if not call.messages:
-            if not call.prompt.strip():
-                raise InvalidArgument("prompt must not be empty (or send messages)")
             return call.prompt
-        if call.prompt:
-            raise InvalidArgument("send either prompt or messages, not both")
-        limit = self.config.generation.max_messages
-        if len(call.messages) > limit:
-            raise InvalidArgument(f"at most {limit} messages, got {len(call.messages)}")
-        roles = sorted({m.role for m in call.messages} - CHAT_ROLES)
-        if roles:
-            raise InvalidArgument(f"unknown message role(s) {roles}; use one of {sorted(CHAT_ROLES)}")
-        if not any(m.content.strip() for m in call.messages):
-            raise InvalidArgument("every message is empty")
         return await engine.render_chat([{"role": m.role, "content": m.content} for m in call.messages])
-
-    def _sampling(self, call: GenerateCall, prompt: str, engine: Engine) -> SamplingSpec:
-        g = self.config.generation
-        max_tokens = g.max_tokens if call.max_tokens is None else call.max_tokens
-        if max_tokens < 1:
-            raise InvalidArgument("max_tokens must be at least 1")
-        temperature = g.temperature if call.temperature is None else call.temperature
-        if not math.isfinite(temperature) or not 0.0 <= temperature <= 2.0:
-            raise InvalidArgument(f"temperature must be in [0, 2], got {temperature}")
-        top_p = 1.0 if call.top_p is None else call.top_p
-        if not math.isfinite(top_p) or not 0.0 < top_p <= 1.0:
-            raise InvalidArgument(f"top_p must be in (0, 1], got {top_p}")
-        if len(call.stop) > g.max_stop_sequences or any(not s for s in call.stop):
-            raise InvalidArgument(f"stop: at most {g.max_stop_sequences} non-empty strings")
-        prompt_tokens = engine.count_tokens(prompt)
-        if prompt_tokens + max_tokens > engine.max_model_len:
-            raise InvalidArgument(
-                f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the model's "
-                f"context of {engine.max_model_len} tokens"
-            )
-        return SamplingSpec(max_tokens, temperature, top_p, call.seed, tuple(call.stop))
 
     def _choose(self, call: GenerateCall) -> VariantConfig:
         if call.variant:
@@ -208,25 +153,45 @@ class Gateway:
             raise Unavailable(f"variant {variant.name} is not ready")
         return variant
 
-    async def stream(self, call: GenerateCall) -> AsyncGenerator[StreamEvent, None]:
-        """Answers `call` as text deltas; the last event carries the summary."""
+    def _admit(self, call: GenerateCall) -> None:
+        """Refuses a call before any work (shutdown, bad or oversized input, too much in flight);
+        else counts it in flight (overall and for its API key) until `_release`."""
         if self._closing:
             raise Unavailable("the gateway is shutting down")
-        variant = self._choose(call)
-        engine = self._engines[variant.name]
-        prompt = await self._prompt(call, engine)
-        sampling = self._sampling(call, prompt, engine)
-        if self._in_flight >= self.config.server.max_concurrent_requests:
-            raise ResourceExhausted(
-                f"too many requests in flight (limit {self.config.server.max_concurrent_requests})"
-            )
-        request_id = call.request_id or uuid.uuid4().hex
-        job = self.mirror.start(prompt, sampling) if variant.role is Role.PRIMARY else None
-        logprobs = self.mirror.logprobs if job else None
-        acc = Accumulator()
+        check_input(call, self.config.generation, self.config.limits)
+        limit = self.config.server.max_concurrent_requests
+        if self._in_flight >= limit:
+            raise ResourceExhausted(f"too many requests in flight (limit {limit})")
+        per_key = self.config.limits.max_concurrent_per_key
+        if per_key and self._per_key.get(call.caller, 0) >= per_key:
+            raise ResourceExhausted(f"too many requests in flight for key {call.caller!r} (limit {per_key})")
         self._in_flight += 1
+        self._per_key[call.caller] = self._per_key.get(call.caller, 0) + 1
         self._idle.clear()
+
+    def _release(self, call: GenerateCall) -> None:
+        self._in_flight -= 1
+        self._per_key[call.caller] -= 1
+        if not self._per_key[call.caller]:
+            del self._per_key[call.caller]
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def stream(self, call: GenerateCall) -> AsyncGenerator[StreamEvent, None]:
+        """Answers `call` as text deltas; the last event carries the summary."""
+        self._admit(call)
+        job: MirrorJob | None = None
         try:
+            variant = self._choose(call)
+            engine = self._engines[variant.name]
+            prompt = await self._prompt(call, engine)
+            tokens = engine.count_tokens(prompt)
+            sampling = sampling_spec(
+                call, tokens, engine.max_model_len, self.config.generation, self.config.limits
+            )
+            job = self.mirror.start(prompt, sampling) if variant.role is Role.PRIMARY else None
+            acc = Accumulator()
+            logprobs = self.mirror.logprobs if job else None
             gen = stream_generation(engine, variant, prompt, sampling, self._sink, uuid.uuid4().hex, logprobs)
             async with aclosing(gen) as chunks:
                 async for chunk in chunks:
@@ -237,23 +202,20 @@ class Gateway:
             self.mirror.answered(variant.name, prompt, done.answer.text, None)
             if job:
                 job.primary_done(done)
-            yield StreamEvent(
-                acc.last.text if acc.last else "",
-                Reply(
-                    done.answer.text,
-                    variant.name,
-                    done.answer.finish_reason or "",
-                    done.prompt_tokens,
-                    done.completion_tokens,
-                    request_id,
-                ),
+            answer = done.answer
+            reply = Reply(
+                answer.text,
+                variant.name,
+                answer.finish_reason or "",
+                done.prompt_tokens,
+                done.completion_tokens,
+                call.request_id or uuid.uuid4().hex,
             )
+            yield StreamEvent(acc.last.text if acc.last else "", reply)
         finally:
             if job:
                 job.primary_failed()  # no-op when the primary answered
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+            self._release(call)
 
     async def generate(self, call: GenerateCall) -> Reply:
         async with aclosing(self.stream(call)) as events:

@@ -50,6 +50,7 @@ class GrpcServer:
         auth: Authenticator | None = None,
         auth_config: AuthConfig | None = None,
         tls: TlsConfig | None = None,
+        max_request_bytes: int = 4 << 20,
     ) -> None:
         self.gateway = gateway
         a = auth_config or AuthConfig()
@@ -57,7 +58,8 @@ class GrpcServer:
             AuthInterceptor(auth or Authenticator(), a.open_health, a.open_reflection),
             ErrorInterceptor(),
         ]
-        self.server = grpc.aio.server(interceptors=interceptors)
+        options = [("grpc.max_receive_message_length", max_request_bytes)]
+        self.server = grpc.aio.server(interceptors=interceptors, options=options)
         pb_grpc.add_GatewayServicer_to_server(GatewayServicer(gateway), self.server)
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

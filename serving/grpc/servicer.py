@@ -35,6 +35,7 @@ def to_call(req: pb.GenerateRequest) -> GenerateCall:
         variant=req.variant,
         request_id=req.request_id,
         messages=tuple(ChatMessage(m.role, m.content) for m in req.messages),
+        caller=CALLER.get(),
     )
 
 
