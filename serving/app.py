@@ -47,6 +47,7 @@ class App:
     background: list[asyncio.Task[None]] = field(default_factory=list)
     owned: list[Engine] = field(default_factory=list)
     """Engines built by `start_app` (shut down by `stop`); borrowed ones are left running."""
+    supervisor: Supervisor | None = None
     auth: Authenticator = field(default_factory=Authenticator)
     """The API keys (shared by the gRPC and HTTP doors)."""
     http: HttpServer | None = None
@@ -68,6 +69,8 @@ class App:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.supervisor is not None:
+            await self.supervisor.close()
         if self.http is not None:
             await self.http.stop()
             self.http = None
@@ -140,10 +143,25 @@ async def start_app(
         if config.server.http_port >= 0:
             app.http = await start_http(gateway, config.server.host, config.server.http_port)
         engines = await _build_engines(app, factory, borrowed, progress)
-        s = config.server
+
+        async def restart(name: str) -> Engine:
+            engine = await factory(config.variant(name))  # type: ignore[arg-type]
+            app.owned.append(engine)
+            return engine
+
+        restartable = frozenset(v.name for v in config.variants if v.name not in borrowed and not v.remote)
         supervisor = Supervisor(
-            gateway, engines, gateway.sink, app.grpc.set_serving, s.health_interval_s, s.health_timeout_s
+            gateway,
+            engines,
+            gateway.sink,
+            app.grpc.set_serving,
+            s.health_interval_s,
+            s.health_timeout_s,
+            restart=restart,
+            restartable=restartable,
+            max_restarts=s.max_engine_restarts,
         )
+        app.supervisor = supervisor
         await supervisor.check_once()  # health SERVING now if the primary is up
         app.background.append(asyncio.create_task(supervisor.run()))
         if config.probes.enabled:

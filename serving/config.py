@@ -117,6 +117,7 @@ class ServerConfig:
     verdict_refresh_s: float = _f(15.0, "seconds between refreshes of the driftgate_gate_* gauges (0 = off)")
     health_interval_s: float = _f(2.0, "seconds between health checks of every variant's engine")
     health_timeout_s: float = _f(5.0, "a health check slower than this counts as failed")
+    max_engine_restarts: int = _f(5, "restarts in a row of a failed in-process engine before it stays down")
 
 
 @dataclass

@@ -129,6 +129,12 @@ class PrometheusSink:
             ["variant"],
             registry=r,
         )
+        self.restarts = Counter(
+            "driftgate_engine_restarts",
+            "Restarts of in-process engines that failed, by outcome (restarted, failed).",
+            ["variant", "outcome"],
+            registry=r,
+        )
         self.traffic_changes = Counter(
             "driftgate_traffic_changes",
             "Changes of roles, weights and sample rates, by source (admin, reload) and outcome.",
@@ -141,6 +147,9 @@ class PrometheusSink:
             ["variant", "to"],
             registry=r,
         )
+
+    def engine_restart(self, variant: str, outcome: str) -> None:
+        self.restarts.labels(variant, outcome).inc()
 
     def traffic(self, source: str, outcome: str) -> None:
         self.traffic_changes.labels(source, outcome).inc()

@@ -56,6 +56,7 @@ class Sink(Protocol):
     def probe(self, stats: ProbeStats) -> None: ...
     def ready(self, variant: str, ready: bool) -> None: ...
     def traffic(self, source: str, outcome: str) -> None: ...
+    def engine_restart(self, variant: str, outcome: str) -> None: ...
 
 
 class FanoutSink:
@@ -88,6 +89,10 @@ class FanoutSink:
         for sink in self.sinks:
             sink.traffic(source, outcome)
 
+    def engine_restart(self, variant: str, outcome: str) -> None:
+        for sink in self.sinks:
+            sink.engine_restart(variant, outcome)
+
 
 @dataclass
 class ListSink:
@@ -99,6 +104,7 @@ class ListSink:
     in_flight_now: dict[str, int] = field(default_factory=dict)
     readiness: list[tuple[str, bool]] = field(default_factory=list)
     traffic_changes: list[tuple[str, str]] = field(default_factory=list)
+    restarts: list[tuple[str, str]] = field(default_factory=list)
 
     def request(self, stats: RequestStats) -> None:
         self.requests.append(stats)
@@ -117,3 +123,6 @@ class ListSink:
 
     def traffic(self, source: str, outcome: str) -> None:
         self.traffic_changes.append((source, outcome))
+
+    def engine_restart(self, variant: str, outcome: str) -> None:
+        self.restarts.append((variant, outcome))

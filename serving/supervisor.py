@@ -6,6 +6,12 @@ length). A healthy engine is attached to the gateway (its variant takes traffic,
 it); one whose check fails is detached (a shadow's copies count as dropped, a primary's callers
 get UNAVAILABLE) and re-attached by itself once its server answers again. After every round the
 gRPC health status is set from the gateway's readiness: SERVING only while the primary is ready.
+
+An in-process engine that fails (its engine-core process died) is restarted: the dead one shut
+down, a new one built by `restart`, after a backoff that doubles from `backoff_s` on every failed
+attempt, at most `max_restarts` times in a row (then it stays down, logged). Remote engines are
+not restarted here: their server's orchestrator (Kubernetes) does that; they come back by
+themselves once the server answers. Restarts are counted (`Sink.engine_restart`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from serving.stats import Sink
 log = logging.getLogger(__name__)
 
 ServingHook = Callable[[bool], Awaitable[None]]
+Restart = Callable[[str], Awaitable[Engine]]
+"""Builds a fresh engine for the named variant."""
 
 
 class Supervisor:
@@ -32,6 +40,10 @@ class Supervisor:
         set_serving: ServingHook,
         interval_s: float = 2.0,
         timeout_s: float = 5.0,
+        restart: Restart | None = None,
+        restartable: frozenset[str] = frozenset(),
+        max_restarts: int = 5,
+        backoff_s: float = 5.0,
     ) -> None:
         self._gateway = gateway
         self._engines = dict(engines)
@@ -41,6 +53,52 @@ class Supervisor:
         self._timeout_s = timeout_s
         self._connected: set[str] = set()
         self._serving: bool | None = None
+        self._restart = restart
+        self._restartable = restartable
+        self._max_restarts = max_restarts
+        self._backoff_s = backoff_s
+        self._failures: dict[str, int] = {}
+        self._restarting: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        """The current engine of every variant (restarts replace them)."""
+        return dict(self._engines)
+
+    async def _rebuild(self, name: str) -> None:
+        assert self._restart is not None
+        while self._failures.get(name, 0) < self._max_restarts:
+            attempt = self._failures.get(name, 0)
+            await asyncio.sleep(self._backoff_s * 2**attempt)
+            old = self._engines[name]
+            await asyncio.gather(old.shutdown(), return_exceptions=True)
+            try:
+                self._engines[name] = await self._restart(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failures[name] = attempt + 1
+                self._sink.engine_restart(name, "failed")
+                log.error("restart %d of variant %s failed: %s", attempt + 1, name, exc)
+                continue
+            self._failures[name] = 0
+            self._sink.engine_restart(name, "restarted")
+            log.warning("variant %s restarted after its engine failed", name)
+            return
+        log.error("variant %s stays down after %d failed restarts", name, self._max_restarts)
+
+    def _maybe_restart(self, name: str) -> None:
+        if self._restart is None or name not in self._restartable or name in self._restarting:
+            return
+        task = asyncio.create_task(self._rebuild(name))
+        self._restarting[name] = task
+        task.add_done_callback(lambda _: self._restarting.pop(name, None))
+
+    async def close(self) -> None:
+        """Stops restarts in progress (the engines themselves are their owner's to shut down)."""
+        for task in list(self._restarting.values()):
+            task.cancel()
+        await asyncio.gather(*self._restarting.values(), return_exceptions=True)
 
     async def _healthy(self, name: str, engine: Engine) -> bool:
         connect = getattr(engine, "connect", None)
@@ -61,9 +119,11 @@ class Supervisor:
 
     async def check_once(self) -> None:
         """One round: every engine checked at once, attached or detached, health status updated."""
-        names = list(self._engines)
+        names = [n for n in self._engines if n not in self._restarting]
         results = await asyncio.gather(*(self._healthy(n, self._engines[n]) for n in names))
         for name, healthy in zip(names, results, strict=True):
+            if not healthy:
+                self._maybe_restart(name)
             if healthy and not self._gateway.is_attached(name):
                 self._gateway.attach(name, self._engines[name])
                 self._sink.ready(name, True)

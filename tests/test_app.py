@@ -15,6 +15,7 @@ from serving.app import start_app
 from serving.config import Config, Role, ServerConfig, VariantConfig
 from serving.engines.base import Engine
 from serving.errors import ConfigError
+from serving.gateway import GenerateCall
 from tests.conftest import dense_variant
 from tests.fakes import FakeEngine
 
@@ -105,5 +106,43 @@ async def test_health_answers_not_serving_while_the_engine_builds() -> None:
         assert seen.count(health_pb2.HealthCheckResponse.NOT_SERVING) >= 3, seen
         assert seen[-1] == health_pb2.HealthCheckResponse.SERVING
         assert worst_gap < 2.0, f"the event loop stalled for {worst_gap:.1f} s while the engine started"
+    finally:
+        await app.stop()
+
+
+@pytest.mark.engine
+async def test_a_dead_engine_core_turns_health_off_and_is_restarted() -> None:
+    """Kill the engine-core process of an in-process engine: the primary turns not-ready (health
+    NOT_SERVING, callers UNAVAILABLE), the supervisor builds a new engine, SERVING comes back."""
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    cfg = Config(
+        server=ServerConfig(grpc_port=0, metrics_port=-1, http_port=-1, health_interval_s=0.5),
+        variants=[dense_variant()],
+    )
+    app = await start_app(cfg)
+    try:
+        cores = [p for p in me.children(recursive=True) if p.pid not in before and "EngineCore" in p.name()]
+        assert len(cores) == 1, [p.name() for p in me.children(recursive=True)]
+        cores[0].kill()
+        seen: list[int] = []
+        for _ in range(600):  # up to ~5 min on a busy 2-core box: a restart builds a whole engine
+            seen.append(await _health(app.address))
+            if (
+                health_pb2.HealthCheckResponse.NOT_SERVING in seen
+                and seen[-1] == health_pb2.HealthCheckResponse.SERVING
+            ):
+                break
+            await asyncio.sleep(0.5)
+        assert health_pb2.HealthCheckResponse.NOT_SERVING in seen
+        assert seen[-1] == health_pb2.HealthCheckResponse.SERVING
+        restarted = app.registry.get_sample_value(
+            "driftgate_engine_restarts_total", {"variant": "dense", "outcome": "restarted"}
+        )
+        assert restarted == 1
+        reply = await app.gateway.generate(GenerateCall(prompt="The capital of France is", max_tokens=4))
+        assert "Paris" in reply.text
     finally:
         await app.stop()

@@ -3,6 +3,8 @@ health status follows the primary (fakes: pure lifecycle logic)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from serving.config import Config, Role, VariantConfig
@@ -73,3 +75,55 @@ async def test_variants_follow_their_health_and_serving_follows_the_primary() ->
         ("dense", False),  # one round: in config order
         ("shadow", True),
     ]
+
+
+async def test_a_failed_engine_is_restarted_with_backoff_and_bounded() -> None:
+    config = Config(variants=[VariantConfig(name="dense")])
+    sink = ListSink()
+    gateway = Gateway(config, sink)
+    dead = Flaky("dense")
+    dead.down = True
+    built: list[Flaky] = []
+    fail_builds = 2
+
+    async def restart(name: str) -> Flaky:
+        nonlocal fail_builds
+        if fail_builds:
+            fail_builds -= 1
+            raise RuntimeError("no memory")
+        built.append(Flaky(name))
+        return built[-1]
+
+    async def set_serving(value: bool) -> None:
+        return None
+
+    supervisor = Supervisor(
+        gateway,
+        {"dense": dead},
+        sink,
+        set_serving,
+        restart=restart,
+        restartable=frozenset({"dense"}),
+        backoff_s=0.01,
+    )
+    await supervisor.check_once()
+    assert not gateway.is_ready()
+    for _ in range(100):  # backoff 0.01, 0.02, 0.04 s: two failed builds, then a good one
+        await asyncio.sleep(0.02)
+        await supervisor.check_once()
+        if gateway.is_ready():
+            break
+    assert gateway.is_ready() and supervisor.engines["dense"] is built[0]
+    assert sink.restarts == [("dense", "failed"), ("dense", "failed"), ("dense", "restarted")]
+
+    built[0].down = True  # fails again, and every rebuild fails: bounded
+    fail_builds = 99
+    bounded = Supervisor(
+        gateway, {"dense": built[0]}, sink, set_serving, restart=restart, restartable=frozenset({"dense"}),
+        max_restarts=3, backoff_s=0.001,
+    )  # fmt: skip
+    await bounded.check_once()
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+    assert sink.restarts.count(("dense", "failed")) == 2 + 3 and not gateway.is_ready()
+    await bounded.close()

@@ -74,6 +74,9 @@ class GateBook:
     def traffic(self, source: str, outcome: str) -> None:
         return None
 
+    def engine_restart(self, variant: str, outcome: str) -> None:
+        return None
+
     def reset(self) -> None:
         self._tally.clear()
 
