@@ -114,6 +114,31 @@ async def _refresh_verdicts(gateway: Gateway, sink: PrometheusSink, every_s: flo
         await asyncio.sleep(every_s)
 
 
+def _supervisor(
+    app: App, factory: EngineFactory, engines: dict[str, Engine], borrowed: dict[str, Engine]
+) -> Supervisor:
+    """Watches every engine; restarts the in-process ones this app built (see `Supervisor`)."""
+    config, s = app.config, app.config.server
+
+    async def restart(name: str) -> Engine:
+        engine = await factory(config.variant(name))  # type: ignore[arg-type]
+        app.owned.append(engine)
+        return engine
+
+    restartable = frozenset(v.name for v in config.variants if v.name not in borrowed and not v.remote)
+    return Supervisor(
+        app.gateway,
+        engines,
+        app.gateway.sink,
+        app.grpc.set_serving,
+        s.health_interval_s,
+        s.health_timeout_s,
+        restart=restart,
+        restartable=restartable,
+        max_restarts=s.max_engine_restarts,
+    )
+
+
 async def start_app(
     config: Config,
     factory: EngineFactory = vllm_factory,
@@ -143,27 +168,9 @@ async def start_app(
         if config.server.http_port >= 0:
             app.http = await start_http(gateway, config.server.host, config.server.http_port)
         engines = await _build_engines(app, factory, borrowed, progress)
-
-        async def restart(name: str) -> Engine:
-            engine = await factory(config.variant(name))  # type: ignore[arg-type]
-            app.owned.append(engine)
-            return engine
-
-        restartable = frozenset(v.name for v in config.variants if v.name not in borrowed and not v.remote)
-        supervisor = Supervisor(
-            gateway,
-            engines,
-            gateway.sink,
-            app.grpc.set_serving,
-            s.health_interval_s,
-            s.health_timeout_s,
-            restart=restart,
-            restartable=restartable,
-            max_restarts=s.max_engine_restarts,
-        )
-        app.supervisor = supervisor
-        await supervisor.check_once()  # health SERVING now if the primary is up
-        app.background.append(asyncio.create_task(supervisor.run()))
+        app.supervisor = _supervisor(app, factory, engines, borrowed)
+        await app.supervisor.check_once()  # health SERVING now if the primary is up
+        app.background.append(asyncio.create_task(app.supervisor.run()))
         if config.probes.enabled:
             app.background.append(
                 asyncio.create_task(run_probe_traffic(gateway, config.probes, gateway.sink))
