@@ -43,10 +43,13 @@ class PrimaryResult:
 
 
 class MirrorJob:
-    """The primary's side of one mirrored request: resolve it once the primary finishes."""
+    """The primary's side of one mirrored request: resolve it once the primary finishes. When the
+    primary fails or is cancelled, the copies still generating are cancelled too (their engine
+    requests aborted): with no primary answer they have nothing to be compared with."""
 
     def __init__(self) -> None:
         self._future: asyncio.Future[PrimaryResult] = asyncio.get_running_loop().create_future()
+        self.copies: list[asyncio.Task[None]] = []
 
     def primary_done(self, generated: Generated) -> None:
         if not self._future.done():
@@ -58,6 +61,12 @@ class MirrorJob:
         if not self._future.done():
             self._future.set_exception(PrimaryGone())
             self._future.exception()  # mark retrieved: shadows may all have been dropped
+            for copy in self.copies:
+                copy.cancel()
+
+    @property
+    def primary_gone(self) -> bool:
+        return self._future.done() and self._future.exception() is not None
 
     async def wait(self) -> PrimaryResult:
         return await asyncio.shield(self._future)
@@ -116,6 +125,7 @@ class Mirror:
             job = job or MirrorJob()
             self._in_flight[shadow.name] += 1
             task = asyncio.create_task(self._run(shadow, engine, prompt, sampling, job))
+            job.copies.append(task)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return job
@@ -161,7 +171,9 @@ class Mirror:
         except PrimaryGone:
             self._outcome(name, "dropped")
         except asyncio.CancelledError:
-            raise
+            if not job.primary_gone:
+                raise  # the mirror is closing
+            self._outcome(name, "dropped")  # cancelled with its primary
         except Exception as exc:
             log.warning("mirror to %s failed: %s: %s", name, type(exc).__name__, exc)
             self._outcome(name, "error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections import Counter
@@ -13,7 +14,7 @@ from serving.errors import InvalidArgument, NotFound, Unavailable
 from serving.gateway import ChatMessage, Gateway, GenerateCall
 from serving.routing import pick_weighted, route, unit_interval
 from serving.stats import ListSink
-from tests.fakes import FakeEngine
+from tests.fakes import FakeEngine, HangingEngine
 
 
 def test_unit_interval_is_stable_and_in_range() -> None:
@@ -133,3 +134,20 @@ async def test_bad_chat_requests_are_invalid_arguments(call: GenerateCall, messa
     with pytest.raises(InvalidArgument, match=message):
         await gateway.generate(call)
     assert engines["dense"].prompts == []
+
+
+async def test_a_cancelled_primary_cancels_its_mirrored_copies() -> None:
+    sink = ListSink()
+    config = Config(variants=[VariantConfig(name="dense"), VariantConfig(name="slow", role=Role.SHADOW)])
+    gateway = Gateway(config, sink)
+    primary, shadow = HangingEngine(FakeEngine("dense")), HangingEngine(FakeEngine("slow"))
+    gateway.attach("dense", primary)
+    gateway.attach("slow", shadow)
+    call = asyncio.create_task(gateway.generate(GenerateCall(prompt="hi")))
+    while not (primary.holding and shadow.holding):
+        await asyncio.sleep(0.01)
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    await asyncio.wait_for(gateway.mirror.drain(), 5)
+    assert (primary.cancelled, shadow.cancelled, shadow.holding) == (1, 1, 0)
+    assert [m.outcome for m in sink.mirrors] == ["dropped"]
