@@ -22,93 +22,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+import logging
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
 from serving.engines.base import Chunk, SamplingSpec, TokenLogprobs
+from serving.engines.openai_wire import Stream, scored, sse_data
 from serving.errors import ConfigError, EngineFailure, GatewayError, InvalidArgument, Unavailable
 
-_LOGPROB_FLOOR = -9999.0
-"""vLLM's server replaces -inf logprobs with this (JSON has no infinity)."""
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 3.0
+"""Idle pooled connections are closed after this: below the server's own keep-alive (uvicorn's 5 s),
+so the gateway never sends a request on a connection the server is closing at that moment."""
 _NEUTRAL = dict(top_k=0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0)
 """vLLM's neutral sampling defaults, sent so that a server's generation config can't change them."""
-
-
-def _logprob(value: Any) -> float:
-    return float("-inf") if float(value) <= _LOGPROB_FLOOR else float(value)
-
-
-def _token_id(key: str) -> int:
-    """A top-logprobs key: "token_id:N" (with `return_tokens_as_token_ids`) or a bare id."""
-    return int(key.rsplit(":", 1)[-1])
-
-
-def _top_logprobs(raw: dict[str, Any] | None) -> tuple[TokenLogprobs, ...]:
-    positions = (raw or {}).get("top_logprobs") or ()
-    return tuple({_token_id(k): _logprob(v) for k, v in (pos or {}).items()} for pos in positions)
-
-
-def _scored(pos: dict[str, Any] | None, actual: int, top_k: int) -> dict[int, float]:
-    """One prompt-logprobs position: the top-k by rank plus the actual token."""
-    if not pos:
-        return {}
-    return {
-        int(k): _logprob(v["logprob"])
-        for k, v in pos.items()
-        if int(k) == actual or int(v.get("rank") or 0) <= top_k
-    }
-
-
-async def _sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """The `data:` payloads of a server-sent-event stream, up to `[DONE]`."""
-    buf = b""
-    async for piece in resp.content.iter_any():
-        buf += piece
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue  # blank separators, keep-alive comments
-            data = line[5:].strip().decode()
-            if data == "[DONE]":
-                return
-            yield data
-
-
-class _Stream:
-    """Folds streamed completion events into `Chunk`s."""
-
-    def __init__(self, engine: RemoteEngine) -> None:
-        self._engine = engine
-        self.prompt_ids: tuple[int, ...] = ()
-        self.completion = 0
-        self.finished = False
-
-    def chunk(self, data: str) -> Chunk | None:
-        event = json.loads(data)
-        if "error" in event:
-            raise self._engine.http_error(int(event["error"].get("code") or 500), event["error"])
-        choices = event.get("choices") or []
-        if not choices:
-            return None  # the usage event
-        c = choices[0]
-        if c.get("prompt_token_ids"):
-            self.prompt_ids = tuple(int(t) for t in c["prompt_token_ids"])
-        token_ids = tuple(int(t) for t in c.get("token_ids") or ())
-        self.completion += len(token_ids)
-        reason = c.get("finish_reason")
-        self.finished = reason is not None
-        return Chunk(
-            text=c.get("text") or "",
-            token_ids=token_ids,
-            finished=self.finished,
-            finish_reason=reason,
-            prompt_tokens=len(self.prompt_ids),
-            completion_tokens=self.completion,
-            prompt_token_ids=self.prompt_ids,
-            logprobs=_top_logprobs(c.get("logprobs")),
-        )
 
 
 class RemoteEngine:
@@ -150,7 +80,9 @@ class RemoteEngine:
             raise Unavailable(f"variant {self.name} has been shut down")
         key = "probe" if probe else "pool"
         if key not in self._sessions:
-            connector = aiohttp.TCPConnector(limit=2 if probe else self._pool_size)
+            connector = aiohttp.TCPConnector(
+                limit=2 if probe else self._pool_size, keepalive_timeout=KEEPALIVE_S
+            )
             timeout = self._probe_timeout if probe else self._timeout
             self._sessions[key] = aiohttp.ClientSession(connector=connector, timeout=timeout)
         return self._sessions[key]
@@ -243,9 +175,18 @@ class RemoteEngine:
             raise EngineFailure(f"variant {self.name}: unexpected answer from {self.url}: {text[:200]}")
         return body
 
+    async def _open(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POSTs `body` and returns the response once its headers arrived. A connection that the
+        server dropped before answering (a pooled one it had just closed) is retried once, fresh."""
+        try:
+            return await self._http().post(f"{self.url}{path}", json=body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            log.info("variant %s: %s on %s before any answer; retrying once", self.name, exc, path)
+            return await self._http().post(f"{self.url}{path}", json=body)
+
     async def _post(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         with self._mapped(what):
-            async with self._http().post(f"{self.url}{path}", json=body) as resp:
+            async with await self._open(path, body) as resp:
                 return await self._json(resp)
 
     def _local_tokenizer(self) -> Any:
@@ -326,16 +267,16 @@ class RemoteEngine:
         """Streams the completion. Closing or cancelling the iteration closes the HTTP stream,
         which makes the server abort the request."""
         body = self._completion_body(prompt, sampling, request_id, logprobs)
-        stream = _Stream(self)
+        stream = Stream(self.http_error)
         self._in_flight += 1
         try:
             with self._mapped("generation"):
-                async with self._http().post(f"{self.url}/v1/completions", json=body) as resp:
+                async with await self._open("/v1/completions", body) as resp:
                     if resp.status != 200:
                         await self._json(resp)
                     self._streams[request_id] = resp
                     try:
-                        async for data in _sse_data(resp):
+                        async for data in sse_data(resp):
                             chunk = stream.chunk(data)
                             if chunk is not None:
                                 yield chunk
@@ -371,7 +312,7 @@ class RemoteEngine:
         positions = choices[0].get("prompt_logprobs") if choices else None
         if positions is None or len(positions) != len(ids):
             raise EngineFailure(f"variant {self.name}: the server returned no prompt logprobs")
-        return [_scored(positions[i], ids[i], top_k) for i in range(start, len(ids))]
+        return [scored(positions[i], ids[i], top_k) for i in range(start, len(ids))]
 
     async def abort(self, request_id: str) -> None:
         """Closes the request's HTTP stream, if still open: the server aborts it, its generator raises
