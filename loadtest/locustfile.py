@@ -1,15 +1,19 @@
-"""Locust load generator for a local driftgate gateway (gRPC).
+"""Locust load generator for a local driftgate gateway, over gRPC or its OpenAI-compatible HTTP door.
 
     locust -f loadtest/locustfile.py --headless -u 16 -r 4 -t 60s --host 127.0.0.1:50051
+    DRIFTGATE_PROTOCOL=http locust -f loadtest/locustfile.py --headless -u 16 -r 4 -t 60s --host 127.0.0.1:8000
 
-Each simulated user holds one gRPC channel and sends one request at a time (closed loop, no wait),
-so `-u` is the number of requests in flight. Tasks, equally weighted: unary `Generate` and
-`GenerateStream`. Every call is reported to locust as request type "grpc" under the method name;
-a stream is reported twice: "GenerateStream" (whole stream) and "GenerateStream/ttft" (time to
-its first chunk). Requests are greedy (temperature 0). Environment variables:
+Each simulated user holds one connection (a gRPC channel, or an HTTP keep-alive session) and sends
+one request at a time (closed loop, no wait), so `-u` is the number of requests in flight.
+gRPC tasks, equally weighted: unary `Generate` and `GenerateStream`, reported as request type
+"grpc" under the method name. HTTP tasks: `/v1/completions` and `/v1/chat/completions`, each
+whole and streamed (SSE), reported as request type "http" under "completions", "chat",
+"completions/stream" and "chat/stream". A stream is reported twice: the whole stream, and
+".../ttft" (time to its first chunk of text). Requests are greedy (temperature 0). Environment:
 
+    DRIFTGATE_PROTOCOL     grpc (default) or http: which user class runs
     DRIFTGATE_MAX_TOKENS   completion length per request (default 16)
-    DRIFTGATE_VARIANT      pin every request to this variant (the request's `variant` field)
+    DRIFTGATE_VARIANT      pin every request to this variant (gRPC `variant`, HTTP `model`)
     DRIFTGATE_TIMEOUT_S    per-request deadline in seconds (default 60)
 
 Bounded by design: the host must be a loopback address, a headless run must set `--run-time`,
@@ -19,6 +23,7 @@ at most MAX_USERS users are allowed, and the web UI (if used) must listen on loo
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import random
@@ -28,6 +33,7 @@ from typing import Any
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent
+import requests
 from locust import User, constant, events, tag, task
 from locust.env import Environment
 from locust.exception import StopTest
@@ -41,6 +47,11 @@ grpc_gevent.init_gevent()
 log = logging.getLogger(__name__)
 
 REQUEST_TYPE = "grpc"
+HTTP_REQUEST_TYPE = "http"
+PROTOCOLS = ("grpc", "http")
+PROTOCOL = os.environ.get("DRIFTGATE_PROTOCOL", "").strip().lower() or "grpc"
+HTTP_MODE = PROTOCOL == "http"
+DEFAULT_MODEL = "driftgate"  # the HTTP door's name for "let the gateway route"
 MAX_USERS = 64
 DEFAULT_MAX_TOKENS = 16
 DEFAULT_TIMEOUT_S = 60.0
@@ -113,29 +124,38 @@ def _from_rpc_error(exc: grpc.RpcError) -> GrpcCallError:
     return GrpcCallError(getattr(code, "name", "UNKNOWN"), details or "")
 
 
-class GatewayClient:
-    """A driftgate.v1.Gateway stub on one channel that reports every call to locust."""
+class _Reporter:
+    """Reports calls to locust as `request_type`."""
 
-    def __init__(self, environment: Environment, target: str, timeout_s: float) -> None:
+    request_type = REQUEST_TYPE
+
+    def __init__(self, environment: Environment, timeout_s: float) -> None:
         self._events = environment.events
         self._timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target)
-        self._stub = pb_grpc.GatewayStub(self._channel)
-
-    def close(self) -> None:
-        self._channel.close()
 
     def _report(
         self, name: str, start: float, length: int, exception: Exception | None, context: dict[str, Any]
     ) -> None:
         self._events.request.fire(
-            request_type=REQUEST_TYPE,
+            request_type=self.request_type,
             name=name,
             response_time=(time.perf_counter() - start) * 1000.0,
             response_length=length,
             exception=exception,
             context=context,
         )
+
+
+class GatewayClient(_Reporter):
+    """A driftgate.v1.Gateway stub on one channel that reports every call to locust."""
+
+    def __init__(self, environment: Environment, target: str, timeout_s: float) -> None:
+        super().__init__(environment, timeout_s)
+        self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.GatewayStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
 
     def generate(self, request: Any) -> Any | None:
         """Unary Generate; reported as "Generate". Returns the response, or None on failure."""
@@ -176,8 +196,9 @@ class GatewayClient:
 
 
 class GatewayUser(User):
-    """One client of the gateway: one channel, one request at a time."""
+    """One gRPC client of the gateway: one channel, one request at a time."""
 
+    abstract = HTTP_MODE
     wait_time = constant(0)
 
     def __init__(self, environment: Environment) -> None:
@@ -212,6 +233,138 @@ class GatewayUser(User):
         self.client.generate_stream(self.request())
 
 
+# ---------------------------------------------------------------------------------- HTTP (OpenAI)
+def _error_of(response: requests.Response) -> GrpcCallError:
+    """A non-200 answer as "HTTP <status>: <OpenAI error message>"."""
+    try:
+        message = str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200]
+    return GrpcCallError(f"HTTP {response.status_code}", message)
+
+
+def _text_of(event: dict[str, Any]) -> str:
+    """The text of a completion/chat answer or stream chunk ("" for role and usage chunks)."""
+    if not event.get("choices"):
+        return ""
+    choice = event["choices"][0]
+    if "text" in choice:
+        return str(choice["text"] or "")
+    part = choice.get("message") or choice.get("delta") or {}
+    return str(part.get("content") or "")
+
+
+class OpenAIClient(_Reporter):
+    """The HTTP door's /v1 endpoints on one keep-alive session, every call reported to locust."""
+
+    request_type = HTTP_REQUEST_TYPE
+
+    def __init__(self, environment: Environment, base_url: str, timeout_s: float) -> None:
+        super().__init__(environment, timeout_s)
+        self._base_url = base_url
+        self._session = requests.Session()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _post(self, path: str, body: dict[str, Any], stream: bool = False) -> requests.Response:
+        return self._session.post(self._base_url + path, json=body, stream=stream, timeout=self._timeout_s)
+
+    def whole(self, path: str, name: str, body: dict[str, Any]) -> str | None:
+        """A non-streamed answer, reported as `name`. Returns its text, or None on failure."""
+        start = time.perf_counter()
+        try:
+            response = self._post(path, body)
+        except requests.RequestException as exc:
+            self._report(name, start, 0, GrpcCallError("CONNECTION", type(exc).__name__), {})
+            return None
+        if response.status_code != 200:
+            self._report(name, start, 0, _error_of(response), {})
+            return None
+        answer = response.json()
+        text = _text_of(answer)
+        context = {"variant": answer.get("model"), "completion_tokens": answer["usage"]["completion_tokens"]}
+        self._report(name, start, len(text.encode()), None, context)
+        return text
+
+    def stream(self, path: str, name: str, body: dict[str, Any]) -> str | None:
+        """A streamed answer, reported as `name`/ttft at its first text and `name` at [DONE]."""
+        start = time.perf_counter()
+        parts: list[str] = []
+        error: Exception | None = GrpcCallError("INCOMPLETE", "the stream ended without data: [DONE]")
+        try:
+            with self._post(path, {**body, "stream": True}, stream=True) as response:
+                ok = response.status_code == 200
+                error = error if ok else _error_of(response)
+                for line in response.iter_lines() if ok else []:
+                    data = line.decode("utf-8").removeprefix(
+                        "data: "
+                    )  # SSE is UTF-8, whatever requests guesses
+                    if data == "[DONE]":
+                        error = None
+                        break
+                    event = json.loads(data) if data else {}
+                    if "error" in event:
+                        error = GrpcCallError("SSE error", str(event["error"].get("message", "")))
+                        break
+                    text = _text_of(event)
+                    if text and not any(parts):
+                        self._report(f"{name}/ttft", start, len(text.encode()), None, {})
+                    parts.append(text)
+        except requests.RequestException as exc:
+            error = GrpcCallError("CONNECTION", type(exc).__name__)
+        text = "".join(parts)
+        self._report(name, start, len(text.encode()), error, {})
+        return None if error else text
+
+
+class OpenAIUser(User):
+    """One client of the gateway's OpenAI-compatible HTTP door (`DRIFTGATE_PROTOCOL=http`)."""
+
+    abstract = not HTTP_MODE
+    wait_time = constant(0)
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.max_tokens = env_int("DRIFTGATE_MAX_TOKENS", DEFAULT_MAX_TOKENS)
+        self.model = os.environ.get("DRIFTGATE_VARIANT", "").strip() or DEFAULT_MODEL
+        try:
+            base_url = "http://" + grpc_target(self.host)  # loopback only, as for gRPC
+        except ValueError as exc:
+            raise StopTest(str(exc)) from exc
+        self.client = OpenAIClient(environment, base_url, env_float("DRIFTGATE_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    def body(self, chat: bool) -> dict[str, Any]:
+        prompt = random.choice(PROMPTS)
+        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "temperature": 0.0}
+        if chat:
+            return {**body, "messages": [{"role": "user", "content": prompt}]}
+        return {**body, "prompt": prompt}
+
+    @tag("unary")
+    @task
+    def completions(self) -> None:
+        self.client.whole("/v1/completions", "completions", self.body(chat=False))
+
+    @tag("unary")
+    @task
+    def chat(self) -> None:
+        self.client.whole("/v1/chat/completions", "chat", self.body(chat=True))
+
+    @tag("stream")
+    @task
+    def completions_stream(self) -> None:
+        self.client.stream("/v1/completions", "completions/stream", self.body(chat=False))
+
+    @tag("stream")
+    @task
+    def chat_stream(self) -> None:
+        self.client.stream("/v1/chat/completions", "chat/stream", self.body(chat=True))
+
+
 @events.init.add_listener
 def _check_bounds(environment: Environment, **_kwargs: Any) -> None:
     """Refuses unbounded or non-local runs from the command line before any user starts."""
@@ -219,6 +372,8 @@ def _check_bounds(environment: Environment, **_kwargs: Any) -> None:
     if options is None:  # used as a library (tests): the user checks its own host
         return
     problems: list[str] = []
+    if PROTOCOL not in PROTOCOLS:
+        problems.append(f"DRIFTGATE_PROTOCOL must be one of {list(PROTOCOLS)}, got {PROTOCOL!r}")
     try:
         grpc_target(environment.host)
     except ValueError as exc:

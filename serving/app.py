@@ -166,7 +166,7 @@ async def start_app(
                 registry, config.server.host, config.server.metrics_port, config.tls
             )
         if config.server.http_port >= 0:
-            app.http = await start_http(gateway, config.server.host, config.server.http_port)
+            app.http = await start_http(gateway, config.server.host, config.server.http_port, auth=auth)
         engines = await _build_engines(app, factory, borrowed, progress)
         app.supervisor = _supervisor(app, factory, engines, borrowed)
         await app.supervisor.check_once()  # health SERVING now if the primary is up

@@ -126,3 +126,45 @@ class HangingEngine(_Wrapper):
         finally:
             self.holding -= 1
         yield Chunk(text="", token_ids=())  # pragma: no cover  (never reached)
+
+
+class CountingEngine(FakeEngine):
+    """A fast fake that keeps an engine's books: `num_unfinished` counts generations begun and not
+    yet ended (finished, failed, closed or cancelled), as vLLM's does. It honours `max_tokens`
+    (finish reason "length" when it cuts the text), yields to the loop before every token, as a
+    real engine does, and keeps no prompts (fuzzing sends megabytes)."""
+
+    def __init__(self, name: str, text: str = "one two three four five six seven eight") -> None:
+        super().__init__(name, text)
+        self.unfinished = 0
+        self.started = 0
+
+    def answer(self, max_tokens: int) -> tuple[str, str]:
+        """The text and finish reason of a generation of at most `max_tokens` tokens."""
+        words = self.text.split(" ")
+        return " ".join(words[:max_tokens]), "length" if max_tokens < len(words) else "stop"
+
+    async def generate(
+        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        self.unfinished += 1
+        self.started += 1
+        try:
+            text, reason = self.answer(sampling.max_tokens)
+            words = text.split(" ")
+            for i, w in enumerate(words):
+                await asyncio.sleep(0)
+                last = i == len(words) - 1
+                yield Chunk(
+                    text=w if i == 0 else " " + w,
+                    token_ids=(self.first_id + i,),
+                    finished=last,
+                    finish_reason=reason if last else None,
+                    prompt_tokens=self.count_tokens(prompt),
+                    completion_tokens=i + 1,
+                )
+        finally:
+            self.unfinished -= 1
+
+    def num_unfinished(self) -> int:
+        return self.unfinished

@@ -1,9 +1,10 @@
-"""The locust load generator (loadtest/locustfile.py) against a real grpc.aio server.
+"""The locust load generator (loadtest/locustfile.py) against a real grpc.aio server, and against a
+real HTTP door (`DRIFTGATE_PROTOCOL=http`).
 
-The server implements driftgate.v1.Gateway with a trivial in-test servicer (no vLLM): this tests
-the load generator, not the model. locust monkey-patches the process with gevent on import, so it
-runs as a subprocess (`locust -f ... --headless`), exactly as a user runs it; the server lives in
-this test's event loop.
+The gRPC server implements driftgate.v1.Gateway with a trivial in-test servicer, the HTTP door
+runs on a Gateway over a scripted engine (no vLLM): this tests the load generator, not the model.
+locust monkey-patches the process with gevent on import, so it runs as a subprocess
+(`locust -f ... --headless`), exactly as a user runs it; the servers live in this test's event loop.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from serving.config import Config, ServerConfig, VariantConfig
+from serving.gateway import Gateway
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
+from serving.http.server import start_http
+from serving.stats import ListSink
+from tests.fakes import FakeEngine
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -135,37 +141,48 @@ async def test_locust_user_records_requests_and_failures(
     assert "only loopback targets" in output
 
 
-def test_k8s_manifests_parse_and_match_the_config() -> None:
-    """The deployment artifacts in k8s/ (no cluster here): YAML parses, the ConfigMap's config.yaml
-    is a valid driftgate config, and the Deployment agrees with it."""
-    import yaml
+HTTP_NAMES = {
+    "completions",
+    "chat",
+    "completions/stream",
+    "chat/stream",
+    "completions/stream/ttft",
+    "chat/stream/ttft",
+}
 
-    from serving.config import load_config
 
-    k8s = REPO / "k8s"
-    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
-    docs = [
-        d for name in kustomization["resources"] for d in yaml.safe_load_all((k8s / name).read_text()) if d
-    ]
-    kinds = {d["kind"]: d for d in docs}
-    assert {"Deployment", "Service", "Job", "PersistentVolumeClaim"} <= set(kinds)
+@pytest.mark.asyncio(loop_scope="session")
+async def test_locust_http_user_records_requests_and_failures(tmp_path: Path) -> None:
+    config = Config(server=ServerConfig(http_port=0), variants=[VariantConfig(name="dense")])
+    gateway = Gateway(config, ListSink())
+    engine = FakeEngine("dense", text="Paris is nice")
+    gateway.attach("dense", engine)
+    server = await start_http(gateway, "127.0.0.1", 0)
+    try:
+        host = f"127.0.0.1:{server.port}"
+        ok, missing = await asyncio.gather(
+            run_locust(
+                f"http://{host}/", tmp_path, "http-ok", DRIFTGATE_PROTOCOL="http", DRIFTGATE_MAX_TOKENS="7"
+            ),
+            run_locust(host, tmp_path, "http-missing", DRIFTGATE_PROTOCOL="http", DRIFTGATE_VARIANT="nope"),
+        )
+    finally:
+        await server.stop()
+        await gateway.close()
 
-    cfg = load_config(k8s / "config.yaml")
-    assert cfg.server.host == "0.0.0.0" and cfg.server.metrics_port > 0
-    (generator,) = kustomization["configMapGenerator"]
-    assert generator["files"] == ["config.yaml"]
+    code, stats, output = ok
+    assert code == 0, output
+    assert set(stats) == HTTP_NAMES, output  # no gRPC user runs in HTTP mode
+    for s in stats.values():
+        assert s["method"] == "http"
+        assert s["num_requests"] > 0 and s["num_failures"] == 0, (s, output)
+    for name in ("completions", "chat", "completions/stream", "chat/stream"):
+        assert stats[name]["total_content_length"] == len("Paris is nice") * stats[name]["num_requests"]
+    assert stats["chat/stream/ttft"]["num_requests"] == stats["chat/stream"]["num_requests"]
+    assert any(prompt.startswith("The capital of") for prompt in engine.prompts)
 
-    pod = kinds["Deployment"]["spec"]["template"]["spec"]
-    (gateway,) = pod["containers"]
-    assert pod["terminationGracePeriodSeconds"] > cfg.server.drain_timeout_s + 10
-    assert {p["containerPort"] for p in gateway["ports"]} == {cfg.server.grpc_port, cfg.server.metrics_port}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert gateway[probe]["grpc"]["port"] == cfg.server.grpc_port
-    config_volume = next(v for v in pod["volumes"] if "configMap" in v)
-    assert config_volume["configMap"]["name"] == generator["name"]
-    home = {e["name"]: e["value"] for e in gateway["env"]}["DRIFTGATE_HOME"]
-    assert any(m["mountPath"] == home for m in gateway["volumeMounts"])
-    annotations = kinds["Deployment"]["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(cfg.server.metrics_port)
-    job = kinds["Job"]["spec"]["template"]["spec"]["containers"][0]
-    assert "compress --all" in " ".join(job["command"])
+    code, stats, output = missing
+    assert code != 0, output
+    for name in ("completions", "chat", "completions/stream", "chat/stream"):
+        assert stats[name]["num_failures"] == stats[name]["num_requests"] > 0, output
+    assert "HTTP 404: The model 'nope' does not exist" in output

@@ -1,0 +1,159 @@
+"""Gateway replies in OpenAI's shapes: whole answers, and server-sent-event streams of chunks.
+
+A stream is `data: {chunk}\\n\\n` events ending with `data: [DONE]\\n\\n`; an error after the
+first event becomes one `data: {"error": ...}` event (OpenAI's clients raise it), then [DONE].
+Until the gateway's final event the answering variant is not known to this layer, so chunks
+before it name the requested model (the pinned variant, or "driftgate" when the gateway routes);
+the final chunk and the usage chunk name the variant that answered.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from serving.errors import EngineFailure
+from serving.gateway import Reply, StreamEvent
+from serving.http.errors import error_payload, openai_error, render
+from serving.http.openai_models import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    ChunkChoice,
+    CompletionChoice,
+    CompletionResponse,
+    Usage,
+)
+
+DONE = b"data: [DONE]\n\n"
+_END = StreamEvent("")  # sentinel: the gateway stream ran out
+
+
+def _finish(reason: str) -> str:
+    return reason or "stop"
+
+
+def usage(reply: Reply) -> Usage:
+    return Usage(
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        total_tokens=reply.prompt_tokens + reply.completion_tokens,
+    )
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How one request's answer is shaped: its kind, id, creation time and shown model."""
+
+    chat: bool
+    model: str
+    include_usage: bool = False
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def answer_id(self) -> str:
+        return ("chatcmpl-" if self.chat else "cmpl-") + self.id
+
+    # ------------------------------------------------------------------ whole answers
+    def whole(self, reply: Reply) -> dict[str, Any]:
+        reason = _finish(reply.finish_reason)
+        if self.chat:
+            return ChatCompletionResponse(
+                id=self.answer_id,
+                created=self.created,
+                model=reply.variant,
+                choices=[ChatChoice(message=AssistantMessage(content=reply.text), finish_reason=reason)],
+                usage=usage(reply),
+            ).model_dump()
+        return CompletionResponse(
+            id=self.answer_id,
+            created=self.created,
+            model=reply.variant,
+            choices=[CompletionChoice(text=reply.text, finish_reason=reason)],
+            usage=usage(reply),
+        ).model_dump()
+
+    # ------------------------------------------------------------------ stream chunks
+    def chunk(self, text: str | None, reason: str | None = None, model: str | None = None) -> dict[str, Any]:
+        """A text delta (`text` None on chat: the opening role delta; "" with a reason: the end)."""
+        if self.chat:
+            delta = {"role": "assistant"} if text is None else ({"content": text} if text else {})
+            return ChatCompletionChunk(
+                id=self.answer_id,
+                created=self.created,
+                model=model or self.model,
+                choices=[ChunkChoice(delta=delta, finish_reason=reason)],
+            ).model_dump()
+        return CompletionResponse(
+            id=self.answer_id,
+            created=self.created,
+            model=model or self.model,
+            choices=[CompletionChoice(text=text or "", finish_reason=reason)],
+        ).model_dump()
+
+    def usage_chunk(self, reply: Reply) -> dict[str, Any]:
+        """The last chunk when `stream_options.include_usage` is set: no choices, the token counts."""
+        if self.chat:
+            return ChatCompletionChunk(
+                id=self.answer_id, created=self.created, model=reply.variant, choices=[], usage=usage(reply)
+            ).model_dump()
+        return CompletionResponse(
+            id=self.answer_id, created=self.created, model=reply.variant, choices=[], usage=usage(reply)
+        ).model_dump()
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + render(payload) + b"\n\n"
+
+
+async def sse_stream(
+    shape: Shape, first: StreamEvent, events: AsyncGenerator[StreamEvent, None]
+) -> AsyncGenerator[bytes, None]:
+    """The SSE body of a stream whose first gateway event is already in hand; closing it closes
+    the gateway stream (which aborts the engine request)."""
+    try:
+        async with aclosing(events):
+            if shape.chat:
+                yield sse(shape.chunk(None))
+            event = first
+            while event.final is None:
+                if event.text:
+                    yield sse(shape.chunk(event.text))
+                event = await anext(events, _END)
+                if event is _END:
+                    raise EngineFailure("the gateway stream ended without a final event")
+            reply = event.final
+            if event.text:
+                yield sse(shape.chunk(event.text, model=reply.variant))
+            yield sse(shape.chunk("", _finish(reply.finish_reason), model=reply.variant))
+            if shape.include_usage:
+                yield sse(shape.usage_chunk(reply))
+    except Exception as exc:
+        yield sse(error_payload(openai_error(exc)[1]))
+    yield DONE
+
+
+class SSEResponse(StreamingResponse):
+    """A `text/event-stream` answer that always closes its body (and so the gateway stream),
+    also when the client disconnects or the server stops mid-stream."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, body: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
+        super().__init__(body, headers={"cache-control": "no-cache", **headers})
+        self._body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._body.aclose()
