@@ -172,14 +172,17 @@ async def test_metrics_count_requests_and_tokens(app: App, stub: pb_grpc.Gateway
     gen_before = _sample(app, "driftgate_generated_tokens_total", labels)
     prompt_before = _sample(app, "driftgate_prompt_tokens_total", labels)
     lat_before = _sample(app, "driftgate_request_latency_seconds_count", labels)
+    ttft_before = _sample(app, "driftgate_time_to_first_token_seconds_count", labels)
+    itl_before = _sample(app, "driftgate_inter_token_latency_seconds_count", labels)
     replies = [await stub.Generate(pb.GenerateRequest(prompt=FRANCE, max_tokens=6)) for _ in range(3)]
     assert _sample(app, "driftgate_requests_total", {**labels, "code": "OK"}) == ok_before + 3
     generated = sum(r.completion_tokens for r in replies)
     assert _sample(app, "driftgate_generated_tokens_total", labels) == gen_before + generated
     assert _sample(app, "driftgate_prompt_tokens_total", labels) == prompt_before + 15
     assert _sample(app, "driftgate_request_latency_seconds_count", labels) == lat_before + 3
-    assert _sample(app, "driftgate_time_to_first_token_seconds_count", labels) >= 3
-    assert _sample(app, "driftgate_inter_token_latency_seconds_count", labels) >= generated - 3
+    # one first token per request, and a gap between each two tokens after it
+    assert _sample(app, "driftgate_time_to_first_token_seconds_count", labels) == ttft_before + 3
+    assert _sample(app, "driftgate_inter_token_latency_seconds_count", labels) == itl_before + generated - 3
     assert _sample(app, "driftgate_requests_in_flight", {"variant": "dense"}) == 0
 
 

@@ -247,6 +247,9 @@ def run_demo(args: argparse.Namespace) -> int:
     out = default_report_dir()
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "demo.log"
+    # vLLM's own log handler would bind the stream `print` writes to at its import (the terminal,
+    # inside `_terminal_only`): let its records go through the root logger to the log file instead.
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     code = 0
     with _terminal_only(log_path):

@@ -64,7 +64,7 @@ def test_output_and_manifest(variants: dict[str, Path], tiny_model: Path, name: 
     assert manifest.source["path"] == str(tiny_model.resolve())
     assert set(manifest.versions) >= {"llmcompressor", "compressed-tensors", "transformers", "torch"}
     assert manifest.versions["llmcompressor"].startswith("0.14")
-    assert manifest.timing["wall_s"] > 0 and manifest.timing["compress_s"] >= 0
+    assert 0 < manifest.timing["compress_s"] <= manifest.timing["wall_s"]  # a part of the whole run
     assert manifest.size["weights_bytes"] == sum(p.stat().st_size for p in out.glob("*.safetensors"))
     assert manifest.size["ratio_vs_fp32"] == pytest.approx(
         manifest.size["weights_bytes"] / manifest.source["fp32_bytes"]
