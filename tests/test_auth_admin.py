@@ -101,6 +101,7 @@ async def _code(call: object) -> grpc.StatusCode:
 @pytest.mark.asyncio(loop_scope="session")
 async def test_keys_and_scopes_over_grpc(app: App) -> None:
     dense = app.gateway.engines["dense"]
+    assert isinstance(dense, FakeEngine)
     async with grpc.aio.insecure_channel(app.address) as channel:
         stub = pb_grpc.GatewayStub(channel)
         req = pb.GenerateRequest(prompt="hi")
