@@ -42,6 +42,16 @@ def make_config(*variants: VariantConfig, **kw: object) -> Config:
     )
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def app(dense_engine: Engine) -> AsyncIterator[Any]:
+    """A gateway on the session's engine alone (a module that needs another setup defines its own)."""
+    from serving.app import start_app
+
+    running = await start_app(make_config(), engines={"dense": dense_engine})
+    yield running
+    await running.stop()
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def stub(app: Any) -> AsyncIterator[Any]:
     """A Gateway stub on the module's `app` fixture (each engine test module defines `app`)."""

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from serving.app import App, start_app
+from serving.app import App
 from serving.engines.base import Engine
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
-from tests.conftest import FRANCE, make_config, model_dir
+from tests.conftest import FRANCE, model_dir
 
 pytestmark = [pytest.mark.engine, pytest.mark.asyncio(loop_scope="session")]
 
@@ -206,13 +205,6 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_0(
 
 
 # ------------------------------------------------------------------------------ cancel and deadline
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def app(dense_engine: Engine) -> AsyncIterator[App]:
-    running = await start_app(make_config(), engines={"dense": dense_engine})
-    yield running
-    await running.stop()
 
 
 def _sample(app: App, name: str, labels: dict[str, str]) -> float:

@@ -8,13 +8,11 @@ import re
 import sys
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from serving.app import App, start_app
+from serving.app import App
 from serving.engines.base import Engine, SamplingSpec
 from serving.probes.batch import probe_engines, run_config, write_outputs
 from serving.probes.facts import Fact, dumps_probes, load_builtin, load_probe_set
@@ -129,13 +127,6 @@ async def cli(*args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def app(dense_engine: Engine) -> AsyncIterator[App]:
-    running = await start_app(make_config(), engines={"dense": dense_engine})
-    yield running
-    await running.stop()
 
 
 async def test_cli_through_a_gateway(

@@ -19,9 +19,7 @@ from typing import Any
 from serving.config import load_config
 from serving.gate.judge import judge_report
 from serving.gate.sequential import Interval
-from serving.gate.verdict import Check, GateConfig, VariantVerdict, Verdict, exit_code, format_table
-
-VERDICT_OF = {1: Verdict.PASS, 2: Verdict.FAIL, 3: Verdict.UNDECIDED}
+from serving.gate.verdict import Check, GateConfig, VariantVerdict, exit_code, format_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,12 +35,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def from_proto(v: Any) -> VariantVerdict:
+    """A `pb.VariantVerdict` back as the domain's (the servicer's mapping, inverted)."""
+    from serving.grpc.servicer import VERDICTS
+
+    verdict_of = {code: verdict for verdict, code in VERDICTS.items()}
     checks = tuple(
         Check(c.name, c.figure, Interval(c.lower, c.upper), c.threshold, c.direction, c.samples,
-              VERDICT_OF[c.verdict], c.note)
+              verdict_of[c.verdict], c.note)
         for c in v.checks
     )  # fmt: skip
-    return VariantVerdict(v.variant, VERDICT_OF[v.verdict], checks, v.note)
+    return VariantVerdict(v.variant, verdict_of[v.verdict], checks, v.note)
 
 
 async def _ask(target: str, variant: str, timeout: float) -> list[VariantVerdict]:
