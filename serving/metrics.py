@@ -135,6 +135,12 @@ class PrometheusSink:
             ["variant", "outcome"],
             registry=r,
         )
+        self.unfinished_gauge = Gauge(
+            "driftgate_engine_unfinished_requests",
+            "Requests the variant's engine still holds (num_unfinished), sampled every health round.",
+            ["variant"],
+            registry=r,
+        )
         self.traffic_changes = Counter(
             "driftgate_traffic_changes",
             "Changes of roles, weights and sample rates, by source (admin, reload) and outcome.",
@@ -150,6 +156,9 @@ class PrometheusSink:
 
     def engine_restart(self, variant: str, outcome: str) -> None:
         self.restarts.labels(variant, outcome).inc()
+
+    def unfinished(self, variant: str, count: int) -> None:
+        self.unfinished_gauge.labels(variant).set(count)
 
     def traffic(self, source: str, outcome: str) -> None:
         self.traffic_changes.labels(source, outcome).inc()
@@ -202,6 +211,7 @@ class PrometheusSink:
             metric.labels(v.name, role)
         self.in_flight_gauge.labels(v.name)
         self.ready_gauge.labels(v.name)
+        self.unfinished_gauge.labels(v.name)
         for to in ("ready", "not_ready"):
             self.transitions.labels(v.name, to)
         if role != "primary":

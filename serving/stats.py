@@ -57,6 +57,9 @@ class Sink(Protocol):
     def ready(self, variant: str, ready: bool) -> None: ...
     def traffic(self, source: str, outcome: str) -> None: ...
     def engine_restart(self, variant: str, outcome: str) -> None: ...
+    def unfinished(self, variant: str, count: int) -> None:
+        """The requests the variant's engine still holds (`Engine.num_unfinished`), sampled."""
+        ...
 
 
 class FanoutSink:
@@ -93,6 +96,10 @@ class FanoutSink:
         for sink in self.sinks:
             sink.engine_restart(variant, outcome)
 
+    def unfinished(self, variant: str, count: int) -> None:
+        for sink in self.sinks:
+            sink.unfinished(variant, count)
+
 
 @dataclass
 class ListSink:
@@ -105,6 +112,7 @@ class ListSink:
     readiness: list[tuple[str, bool]] = field(default_factory=list)
     traffic_changes: list[tuple[str, str]] = field(default_factory=list)
     restarts: list[tuple[str, str]] = field(default_factory=list)
+    unfinished_now: dict[str, int] = field(default_factory=dict)
 
     def request(self, stats: RequestStats) -> None:
         self.requests.append(stats)
@@ -126,3 +134,6 @@ class ListSink:
 
     def engine_restart(self, variant: str, outcome: str) -> None:
         self.restarts.append((variant, outcome))
+
+    def unfinished(self, variant: str, count: int) -> None:
+        self.unfinished_now[variant] = count

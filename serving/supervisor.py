@@ -11,7 +11,8 @@ An in-process engine that fails (its engine-core process died) is restarted: the
 down, a new one built by `restart`, after a backoff that doubles from `backoff_s` on every failed
 attempt, at most `max_restarts` times in a row (then it stays down, logged). Remote engines are
 not restarted here: their server's orchestrator (Kubernetes) does that; they come back by
-themselves once the server answers. Restarts are counted (`Sink.engine_restart`).
+themselves once the server answers. Restarts are counted (`Sink.engine_restart`). Every round
+also samples each engine's `num_unfinished` into the sink (`Sink.unfinished`).
 """
 
 from __future__ import annotations
@@ -117,6 +118,15 @@ class Supervisor:
             return False
         return True
 
+    def _report_unfinished(self, names: list[str]) -> None:
+        """Samples every engine's `num_unfinished` into the sink (an engine that cannot say is skipped)."""
+        for name in names:
+            try:
+                count = self._engines[name].num_unfinished()
+            except Exception:
+                continue
+            self._sink.unfinished(name, count)
+
     async def check_once(self) -> None:
         """One round: every engine checked at once, attached or detached, health status updated."""
         names = [n for n in self._engines if n not in self._restarting]
@@ -131,6 +141,7 @@ class Supervisor:
             elif not healthy and self._gateway.is_attached(name):
                 self._gateway.detach(name)
                 self._sink.ready(name, False)
+        self._report_unfinished(names)
         serving = self._gateway.is_ready()
         if serving != self._serving:
             self._serving = serving

@@ -127,3 +127,46 @@ async def test_a_failed_engine_is_restarted_with_backoff_and_bounded() -> None:
         await asyncio.sleep(0.02)
     assert sink.restarts.count(("dense", "failed")) == 2 + 3 and not gateway.is_ready()
     await bounded.close()
+
+
+class Holding(Flaky):
+    """A fake that says it holds `held` requests; `num_unfinished` raises while `broken`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.held = 0
+        self.broken = False
+
+    def num_unfinished(self) -> int:
+        if self.broken:
+            raise Unavailable(f"{self.name} has been shut down")
+        return self.held
+
+
+async def test_each_round_samples_every_engines_unfinished_requests_into_the_gauge() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from serving.metrics import PrometheusSink
+    from serving.stats import FanoutSink
+
+    config = Config(variants=[VariantConfig(name="dense"), VariantConfig(name="shadow", role=Role.SHADOW)])
+    registry = CollectorRegistry()
+    listed = ListSink()
+    sink = FanoutSink(PrometheusSink(registry, config.variants), listed)
+    engines = {"dense": Holding("dense"), "shadow": Holding("shadow")}
+
+    async def set_serving(value: bool) -> None:
+        return None
+
+    def gauge(variant: str) -> float | None:
+        return registry.get_sample_value("driftgate_engine_unfinished_requests", {"variant": variant})
+
+    supervisor = Supervisor(Gateway(config, sink), engines, sink, set_serving)
+    assert gauge("dense") == 0.0 and gauge("shadow") == 0.0  # created at zero with the variants
+    engines["dense"].held, engines["shadow"].held = 3, 5
+    await supervisor.check_once()
+    assert (gauge("dense"), gauge("shadow")) == (3.0, 5.0)
+    engines["dense"].held, engines["shadow"].broken = 0, True
+    await supervisor.check_once()  # an engine that cannot say keeps its last sample
+    assert (gauge("dense"), gauge("shadow")) == (0.0, 5.0)
+    assert listed.unfinished_now == {"dense": 0, "shadow": 5}

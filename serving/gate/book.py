@@ -77,6 +77,9 @@ class GateBook:
     def engine_restart(self, variant: str, outcome: str) -> None:
         return None
 
+    def unfinished(self, variant: str, count: int) -> None:
+        return None
+
     def reset(self) -> None:
         self._tally.clear()
 
