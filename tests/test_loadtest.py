@@ -22,17 +22,22 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from serving.config import Config, ServerConfig, VariantConfig
+from serving.app import start_app
+from serving.auth import hash_key
+from serving.config import AuthConfig, Config, ServerConfig, TlsConfig, VariantConfig
 from serving.gateway import Gateway
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 from serving.http.server import start_http
 from serving.stats import ListSink
+from tests.certs import make_pki
 from tests.fakes import FakeEngine
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 BROKEN = "broken"  # requests pinned to this variant fail with UNAVAILABLE
+MANY = "many"  # requests pinned to this variant are answered by a new variant name each time
+KEY = "load-test-key-1"
 
 
 @dataclass
@@ -41,21 +46,21 @@ class Recorder(pb_grpc.GatewayServicer):
 
     seen: list[tuple[str, int, float, str]] = field(default_factory=list)
 
-    def _check(self, request: pb.GenerateRequest) -> None:
+    def _check(self, request: pb.GenerateRequest) -> str:
+        """Records the request; returns the variant that answers it."""
         self.seen.append((request.prompt, request.max_tokens, request.temperature, request.variant))
+        return f"{MANY}-{len(self.seen)}" if request.variant == MANY else request.variant or "dense"
 
     async def Generate(self, request: pb.GenerateRequest, context: Any) -> pb.GenerateResponse:
-        self._check(request)
+        variant = self._check(request)
         if request.variant == BROKEN:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "variant broken is down")
-        return pb.GenerateResponse(
-            text=" Paris.", variant=request.variant or "dense", finish_reason="stop", completion_tokens=2
-        )
+        return pb.GenerateResponse(text=" Paris.", variant=variant, finish_reason="stop", completion_tokens=2)
 
     async def GenerateStream(
         self, request: pb.GenerateRequest, context: Any
     ) -> AsyncIterator[pb.GenerateChunk]:
-        self._check(request)
+        variant = self._check(request)
         if request.variant == BROKEN:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "variant broken is down")
         yield pb.GenerateChunk(text=" Par")
@@ -64,7 +69,7 @@ class Recorder(pb_grpc.GatewayServicer):
         yield pb.GenerateChunk(
             text=".",
             finished=True,
-            variant=request.variant or "dense",
+            variant=variant,
             finish_reason="stop",
             completion_tokens=2,
         )
@@ -82,15 +87,15 @@ async def server() -> AsyncIterator[tuple[str, Recorder]]:
 
 
 async def run_locust(
-    host: str, tmp: Path, name: str, **env: str
+    host: str, tmp: Path, name: str, args: tuple[str, ...] = (), **env: str
 ) -> tuple[int, dict[str, dict[str, Any]], str]:
-    """Runs locust headless for 3 s with 2 users; returns (exit code, stats by name, output and the
-    failures table)."""
+    """Runs locust headless for 3 s with 2 users (plus `args`); returns (exit code, stats by name,
+    output and the failures table)."""
     out = tmp / f"{name}.json"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "2", "-r", "2",
         "-t", "3s", "--stop-timeout", "2", "--host", host, "--json-file", str(out.with_suffix("")),
-        "--csv", str(tmp / name), "--only-summary", "--loglevel", "WARNING",
+        "--csv", str(tmp / name), "--only-summary", "--loglevel", "WARNING", *args,
         cwd=REPO, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await asyncio.wait_for(proc.communicate(), 30)
@@ -101,53 +106,115 @@ async def run_locust(
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_locust_user_records_requests_and_failures(
+async def test_locust_user_records_requests_by_variant_and_failures(
     server: tuple[str, Recorder], tmp_path: Path
 ) -> None:
     host, recorder = server
-    ok, broken, remote = await asyncio.gather(
+    ok, broken = await asyncio.gather(
         run_locust(f"http://{host}/", tmp_path, "ok", DRIFTGATE_MAX_TOKENS="7"),
         run_locust(host, tmp_path, "broken", DRIFTGATE_VARIANT=BROKEN),
-        run_locust("10.1.2.3:50051", tmp_path, "remote"),
+    )
+    many, remote, bad = await asyncio.gather(
+        run_locust(host, tmp_path, "many", args=("--dg-variant", MANY)),
+        run_locust("10.1.2.3:50051", tmp_path, "remote", DRIFTGATE_TIMEOUT_S="0.5"),
+        run_locust(host, tmp_path, "bad", DRIFTGATE_TLS_CERT=str(LOCUSTFILE)),
     )
 
     code, stats, output = ok
     assert code == 0, output
-    assert set(stats) == {"Generate", "GenerateStream", "GenerateStream/ttft"}, output
+    names = {"Generate[dense]", "GenerateStream[dense]", "GenerateStream[dense]/ttft"}
+    assert set(stats) == {*names, "GenerateStream[dense]/itl"}, output
     for s in stats.values():
         assert s["method"] == "grpc"
         assert s["num_requests"] > 0 and s["num_failures"] == 0, (s, output)
-    assert stats["GenerateStream/ttft"]["num_requests"] == stats["GenerateStream"]["num_requests"]
-    ttft, stream = stats["GenerateStream/ttft"], stats["GenerateStream"]
+    ttft, stream = stats["GenerateStream[dense]/ttft"], stats["GenerateStream[dense]"]
+    assert (
+        ttft["num_requests"] == stream["num_requests"] == stats["GenerateStream[dense]/itl"]["num_requests"]
+    )
     assert ttft["total_response_time"] < stream["total_response_time"]  # first chunk before the end
+    # 2 tokens, the server sleeps 10 ms between the chunks: ttft + itl is (about) the whole stream.
+    itl = stats["GenerateStream[dense]/itl"]
+    assert itl["min_response_time"] > 0 and itl["total_response_time"] < stream["total_response_time"]
+    assert itl["total_response_time"] + ttft["total_response_time"] <= stream["total_response_time"] * 1.01
     # response_length is the bytes of the generated text (" Paris.").
-    assert stats["GenerateStream"]["total_content_length"] == 7 * stats["GenerateStream"]["num_requests"]
-    assert stats["Generate"]["total_content_length"] == 7 * stats["Generate"]["num_requests"]
-    sent = [r for r in recorder.seen if r[3] != BROKEN]
+    assert stream["total_content_length"] == 7 * stream["num_requests"]
+    assert stats["Generate[dense]"]["total_content_length"] == 7 * stats["Generate[dense]"]["num_requests"]
+    sent = [r for r in recorder.seen if r[3] not in (BROKEN, MANY)]
     assert sent and all(tokens == 7 and temp == 0.0 and variant == "" for _, tokens, temp, variant in sent)
     assert any(prompt.startswith("The capital of") for prompt, *_ in sent)
 
     code, stats, output = broken
-    assert code != 0, output  # locust exits 1 when any request failed
-    for method in ("Generate", "GenerateStream"):
-        assert stats[method]["num_requests"] > 0, output
-        assert stats[method]["num_failures"] == stats[method]["num_requests"], output
-    assert "GenerateStream/ttft" not in stats  # no first chunk ever came
+    assert code == 1, output  # locust exits 1 when any request failed
+    assert set(stats) == {f"Generate[{BROKEN}]", f"GenerateStream[{BROKEN}]"}, output  # the pinned variant
+    for s in stats.values():
+        assert s["num_failures"] == s["num_requests"] > 0, output
     assert "UNAVAILABLE: variant broken is down" in output  # failures are grouped by code: details
-    assert any(r[3] == BROKEN for r in recorder.seen)
 
-    code, stats, output = remote
-    assert code == 2 and not stats.get("Generate"), output
-    assert "only loopback targets" in output
+    code, stats, output = many  # a new variant name in every answer: the entries stay bounded
+    assert code == 0, output
+    labels = {name.split("[")[1].split("]")[0] for name in stats}
+    assert "other" in labels and len(labels - {"other"}) <= 16, sorted(stats)
+
+    code, stats, output = remote  # any host may be targeted: this one does not answer
+    assert code == 1, output
+    assert stats["Generate[?]"]["num_failures"] == stats["Generate[?]"]["num_requests"] > 0, output
+
+    code, stats, output = bad
+    assert code == 2 and not stats, output
+    assert "mTLS needs both a client certificate and its key" in output
 
 
+@pytest.mark.asyncio(loop_scope="session")
+async def test_locust_over_mutual_tls_with_an_api_key(tmp_path: Path) -> None:
+    """A real gateway (fake engine) with API keys and mTLS on both doors: locust gets through with
+    the CA, a client certificate and the key; a wrong key gets UNAUTHENTICATED / HTTP 401."""
+    pki = make_pki(tmp_path)
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"keys:\n  - {{name: load, scope: user, sha256: {hash_key(KEY)}}}\n")
+    config = Config(
+        server=ServerConfig(grpc_port=0, metrics_port=-1, http_port=0, drain_timeout_s=2.0),
+        auth=AuthConfig(keys_file=str(keys)),
+        tls=TlsConfig(
+            cert_file=str(pki.server_cert), key_file=str(pki.server_key), client_ca_file=str(pki.ca)
+        ),
+        variants=[VariantConfig(name="dense")],
+    )
+    app = await start_app(config, engines={"dense": FakeEngine("dense", text="Paris")})  # type: ignore[dict-item]
+    tls = (
+        "--dg-tls-ca",
+        str(pki.ca),
+        "--dg-tls-cert",
+        str(pki.client_cert),
+        "--dg-tls-key",
+        str(pki.client_key),
+    )
+    https: dict[str, Any] = {"DRIFTGATE_TLS_CA": str(pki.ca), "DRIFTGATE_TLS_CERT": str(pki.client_cert)}
+    https |= {"DRIFTGATE_TLS_KEY": str(pki.client_key), "DRIFTGATE_PROTOCOL": "http"}
+    try:
+        grpc_host, http_host = f"localhost:{app.grpc.port}", f"https://localhost:{app.http_port}"
+        runs = await asyncio.gather(
+            run_locust(grpc_host, tmp_path, "tls", args=tls, DRIFTGATE_API_KEY=KEY),
+            run_locust(grpc_host, tmp_path, "tls-bad", args=(*tls, "--dg-api-key", "wrong")),
+            run_locust(http_host, tmp_path, "https", DRIFTGATE_API_KEY=KEY, **https),
+            run_locust(http_host, tmp_path, "https-bad", DRIFTGATE_API_KEY="wrong", **https),
+        )
+    finally:
+        await app.stop()
+    (code, stats, output), (bad_code, bad_stats, bad_output) = runs[0], runs[1]
+    assert code == 0 and stats["Generate[dense]"]["num_requests"] > 0, output
+    assert bad_code == 1 and bad_stats["Generate[?]"]["num_failures"] > 0, bad_output
+    assert "UNAUTHENTICATED" in bad_output
+    (code, stats, output), (bad_code, bad_stats, bad_output) = runs[2], runs[3]
+    assert code == 0 and stats["chat/stream[dense]"]["num_requests"] > 0, output
+    assert bad_code == 1 and bad_stats["completions[?]"]["num_failures"] > 0, bad_output
+    assert "HTTP 401" in bad_output
+
+
+WHOLE = ("completions", "chat")
+STREAMS = ("completions/stream", "chat/stream")
 HTTP_NAMES = {
-    "completions",
-    "chat",
-    "completions/stream",
-    "chat/stream",
-    "completions/stream/ttft",
-    "chat/stream/ttft",
+    *(f"{n}[dense]" for n in (*WHOLE, *STREAMS)),
+    *(f"{n}[dense]{suffix}" for n in STREAMS for suffix in ("/ttft", "/itl")),
 }
 
 
@@ -176,13 +243,19 @@ async def test_locust_http_user_records_requests_and_failures(tmp_path: Path) ->
     for s in stats.values():
         assert s["method"] == "http"
         assert s["num_requests"] > 0 and s["num_failures"] == 0, (s, output)
-    for name in ("completions", "chat", "completions/stream", "chat/stream"):
-        assert stats[name]["total_content_length"] == len("Paris is nice") * stats[name]["num_requests"]
-    assert stats["chat/stream/ttft"]["num_requests"] == stats["chat/stream"]["num_requests"]
+    for name in (*WHOLE, *STREAMS):
+        entry = stats[f"{name}[dense]"]
+        assert entry["total_content_length"] == len("Paris is nice") * entry["num_requests"]
+    for suffix in ("/ttft", "/itl"):  # 3 tokens per answer: every stream has both
+        assert (
+            stats[f"chat/stream[dense]{suffix}"]["num_requests"]
+            == stats["chat/stream[dense]"]["num_requests"]
+        )
     assert any(prompt.startswith("The capital of") for prompt in engine.prompts)
 
     code, stats, output = missing
-    assert code != 0, output
-    for name in ("completions", "chat", "completions/stream", "chat/stream"):
-        assert stats[name]["num_failures"] == stats[name]["num_requests"] > 0, output
+    assert code == 1, output
+    assert set(stats) == {f"{name}[nope]" for name in (*WHOLE, *STREAMS)}, output
+    for s in stats.values():
+        assert s["num_failures"] == s["num_requests"] > 0, output
     assert "HTTP 404: The model 'nope' does not exist" in output
