@@ -53,6 +53,7 @@ class Supervisor:
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._connected: set[str] = set()
+        self._reported: dict[str, bool] = {}
         self._serving: bool | None = None
         self._restart = restart
         self._restartable = restartable
@@ -118,6 +119,14 @@ class Supervisor:
             return False
         return True
 
+    def _report_ready(self, name: str) -> None:
+        """Reports the variant's readiness when it changed, whoever attached it (`start_app` attaches
+        in-process engines as it builds them; they are reported ready on the first round)."""
+        ready = self._gateway.is_attached(name)
+        if self._reported.get(name, False) != ready:
+            self._reported[name] = ready
+            self._sink.ready(name, ready)
+
     def _report_unfinished(self, names: list[str]) -> None:
         """Samples every engine's `num_unfinished` into the sink (an engine that cannot say is skipped)."""
         for name in names:
@@ -136,11 +145,10 @@ class Supervisor:
                 self._maybe_restart(name)
             if healthy and not self._gateway.is_attached(name):
                 self._gateway.attach(name, self._engines[name])
-                self._sink.ready(name, True)
                 log.info("variant %s ready", name)
             elif not healthy and self._gateway.is_attached(name):
                 self._gateway.detach(name)
-                self._sink.ready(name, False)
+            self._report_ready(name)
         self._report_unfinished(names)
         serving = self._gateway.is_ready()
         if serving != self._serving:

@@ -170,3 +170,33 @@ async def test_each_round_samples_every_engines_unfinished_requests_into_the_gau
     await supervisor.check_once()  # an engine that cannot say keeps its last sample
     assert (gauge("dense"), gauge("shadow")) == (0.0, 5.0)
     assert listed.unfinished_now == {"dense": 0, "shadow": 5}
+
+
+async def test_engines_attached_before_the_first_round_are_reported_ready() -> None:
+    """`start_app` attaches in-process engines as it builds them: the first round must still turn
+    their `driftgate_variant_ready` gauge to 1 (it stayed 0 before)."""
+    from prometheus_client import CollectorRegistry
+
+    from serving.metrics import PrometheusSink
+
+    config = Config(variants=[VariantConfig(name="dense"), VariantConfig(name="shadow", role=Role.SHADOW)])
+    registry = CollectorRegistry()
+    sink = PrometheusSink(registry, config.variants)
+    gateway = Gateway(config, sink)
+    engines = {"dense": Flaky("dense"), "shadow": Flaky("shadow")}
+    for name, engine in engines.items():
+        gateway.attach(name, engine)
+
+    async def set_serving(value: bool) -> None:
+        return None
+
+    def ready() -> list[float | None]:
+        return [registry.get_sample_value("driftgate_variant_ready", {"variant": n}) for n in engines]
+
+    supervisor = Supervisor(gateway, engines, sink, set_serving)
+    assert ready() == [0.0, 0.0]
+    await supervisor.check_once()
+    assert ready() == [1.0, 1.0]
+    engines["shadow"].down = True
+    await supervisor.check_once()
+    assert ready() == [1.0, 0.0]
