@@ -74,3 +74,12 @@ bench: setup setup-compress
 
 clean:
 	rm -rf $(GEN) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# Soak: saturating load for SOAK_TIME with one shadow killed and restored mid-run; report JSON + PNG
+# under $DRIFTGATE_HOME/reports (docs/reliability.md). SOAK_ARGS: more `driftgate soak` flags.
+SOAK_CONFIG ?= configs/demo.yaml
+SOAK_TIME ?= 10m
+.PHONY: soak
+soak: setup
+	$(VENV)/bin/driftgate model pull
+	$(VENV)/bin/driftgate soak --config $(SOAK_CONFIG) --time $(SOAK_TIME) $(SOAK_ARGS)

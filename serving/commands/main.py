@@ -1,4 +1,4 @@
-"""The `driftgate` command line: model pull, serve, compress, probe, demo, bench.
+"""The `driftgate` command line: model pull, serve, compress, probe, demo, bench, soak.
 
 Each command's module is imported only when it runs, so `driftgate --help` stays fast."""
 
@@ -13,6 +13,7 @@ from serving.commands import compress as compress_parser
 from serving.commands import gate as gate_command
 from serving.commands import probe as probe_command
 from serving.commands import variant as variant_command
+from serving.commands import soak as soak_command
 from serving.config import Config, ServerConfig, add_flags, apply_flags, load_config
 from serving.errors import ConfigError
 from serving.home import set_offline
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(serve, ServerConfig)
     serve.set_defaults(func=_cmd_serve)
 
+    soak_command.add_parser(sub)
     compress_parser.add_parser(sub).set_defaults(func=_cmd_compress)
 
     probe_command.add_parser(sub)
