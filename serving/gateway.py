@@ -185,14 +185,16 @@ class Gateway:
             variant = self._choose(call)
             engine = self._engines[variant.name]
             prompt = await self._prompt(call, engine)
-            tokens = engine.count_tokens(prompt)
+            ids = engine.encode_prompt(prompt)
             sampling = sampling_spec(
-                call, tokens, engine.max_model_len, self.config.generation, self.config.limits
+                call, len(ids), engine.max_model_len, self.config.generation, self.config.limits
             )
             job = self.mirror.start(prompt, sampling) if variant.role is Role.PRIMARY else None
             acc = Accumulator()
             logprobs = self.mirror.logprobs if job else None
-            gen = stream_generation(engine, variant, prompt, sampling, self._sink, uuid.uuid4().hex, logprobs)
+            gen = stream_generation(
+                engine, variant, prompt, sampling, self._sink, uuid.uuid4().hex, logprobs, ids
+            )
             async with aclosing(gen) as chunks:
                 async for chunk in chunks:
                     acc.add(chunk)

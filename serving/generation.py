@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -59,6 +59,7 @@ async def stream_generation(
     sink: Sink,
     request_id: str,
     logprobs: int | None = None,
+    prompt_token_ids: Sequence[int] = (),
 ) -> AsyncGenerator[Chunk, None]:
     """Yields the engine's chunks; records latency, TTFT, inter-token latency, tokens and the
     outcome code once, however the stream ends (closing it aborts the engine request)."""
@@ -69,7 +70,9 @@ async def stream_generation(
     code = "OK"
     sink.in_flight(variant.name, 1)
     try:
-        async with aclosing(engine.generate(prompt, sampling, request_id, logprobs=logprobs)) as chunks:
+        async with aclosing(
+            engine.generate(prompt, sampling, request_id, logprobs, prompt_token_ids)
+        ) as chunks:
             async for chunk in chunks:
                 now = time.perf_counter()
                 n = len(chunk.token_ids)

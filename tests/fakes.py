@@ -23,14 +23,19 @@ class FakeEngine:
     def max_model_len(self) -> int:
         return self._max
 
-    def count_tokens(self, prompt: str) -> int:
-        return len(prompt.split())
+    def encode_prompt(self, prompt: str) -> tuple[int, ...]:
+        return tuple(range(len(prompt.split())))
 
     async def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
         return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
 
     async def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         self.prompts.append(prompt)
         words = self.text.split(" ")
@@ -41,7 +46,7 @@ class FakeEngine:
                 token_ids=(self.first_id + i,),
                 finished=last,
                 finish_reason="stop" if last else None,
-                prompt_tokens=self.count_tokens(prompt),
+                prompt_tokens=len(self.encode_prompt(prompt)),
                 completion_tokens=i + 1,
             )
 
@@ -72,8 +77,8 @@ class _Wrapper:
     def max_model_len(self) -> int:
         return self.inner.max_model_len
 
-    def count_tokens(self, prompt: str) -> int:
-        return self.inner.count_tokens(prompt)
+    def encode_prompt(self, prompt: str) -> tuple[int, ...]:
+        return self.inner.encode_prompt(prompt)
 
     async def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
         return await self.inner.render_chat(messages)
@@ -100,7 +105,12 @@ class RaisingEngine(_Wrapper):
     """A shadow whose generations fail at once."""
 
     async def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         raise RuntimeError("injected shadow failure")
         yield Chunk(text="", token_ids=())  # pragma: no cover  (makes this an async generator)
@@ -115,7 +125,12 @@ class HangingEngine(_Wrapper):
         self.cancelled = 0
 
     async def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         self.holding += 1
         try:
@@ -145,7 +160,12 @@ class CountingEngine(FakeEngine):
         return " ".join(words[:max_tokens]), "length" if max_tokens < len(words) else "stop"
 
     async def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         self.unfinished += 1
         self.started += 1
@@ -160,7 +180,7 @@ class CountingEngine(FakeEngine):
                     token_ids=(self.first_id + i,),
                     finished=last,
                     finish_reason=reason if last else None,
-                    prompt_tokens=self.count_tokens(prompt),
+                    prompt_tokens=len(self.encode_prompt(prompt)),
                     completion_tokens=i + 1,
                 )
         finally:

@@ -540,7 +540,7 @@ class Fuzzer:
                 )
             except GatewayError:
                 return Expectation(frozenset({INVALID}), req)
-        tokens = engine.count_tokens(prompt)
+        tokens = len(engine.encode_prompt(prompt))
         if tokens + max_tokens > engine.max_model_len:
             return Expectation(frozenset({INVALID}), req)
         return Expectation(frozenset({OK}), req, tokens, max_tokens, _reply_dropped(case.metadata))

@@ -30,15 +30,20 @@ class Gated(FakeEngine):
         self.tokenized = 0
         self.release = asyncio.Event()
 
-    def count_tokens(self, prompt: str) -> int:
+    def encode_prompt(self, prompt: str) -> tuple[int, ...]:
         self.tokenized += 1
-        return super().count_tokens(prompt)
+        return super().encode_prompt(prompt)
 
     async def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         await self.release.wait()
-        async for chunk in super().generate(prompt, sampling, request_id, logprobs):
+        async for chunk in super().generate(prompt, sampling, request_id, logprobs, prompt_token_ids):
             yield chunk
 
 

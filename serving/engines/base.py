@@ -44,8 +44,10 @@ class Engine(Protocol):
     @property
     def max_model_len(self) -> int: ...
 
-    def count_tokens(self, prompt: str) -> int:
-        """Number of prompt tokens (for context-length validation before submitting)."""
+    def encode_prompt(self, prompt: str) -> tuple[int, ...]:
+        """The prompt's token ids as the engine tokenizes it (for the context-length check before
+        submitting, then handed back to `generate` so the prompt is tokenized once); empty when
+        the engine cannot tokenize locally (it then checks the length itself)."""
         ...
 
     async def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
@@ -54,10 +56,16 @@ class Engine(Protocol):
         ...
 
     def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         """Streams a completion (with the top-`logprobs` of each new token when asked);
-        cancelling or closing the iteration aborts the engine request."""
+        cancelling or closing the iteration aborts the engine request. `prompt_token_ids`, when
+        given, are `encode_prompt(prompt)` and are used instead of tokenizing `prompt` again."""
         ...
 
     async def score(

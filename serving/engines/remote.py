@@ -7,7 +7,7 @@ Generation is a streamed `/v1/completions` with `return_token_ids` (each event c
 ids with `prompt_logprobs` and `max_tokens: 1` (vLLM refuses prompt logprobs on streams).
 Liveness: `/health` (refused = not up, 503 = engine dead) and `/v1/models` (served name,
 `max_model_len`). Token counts use a local tokenizer when `tokenizer_path` is given; without one
-the sync `count_tokens` returns 0 and the server enforces the context length (its 400).
+`encode_prompt` returns no ids and the server enforces the context length (its 400).
 
 Semantics follow `VllmEngine`: neutral sampling defaults are sent explicitly (the server would
 apply a checkpoint's generation_config.json), the server's -9999.0 logprob floor becomes -inf
@@ -201,11 +201,11 @@ class RemoteEngine:
                 ) from exc
         return self._tokenizer
 
-    def count_tokens(self, prompt: str) -> int:
-        """Prompt tokens by the local tokenizer; 0 without one (the server then enforces the
+    def encode_prompt(self, prompt: str) -> tuple[int, ...]:
+        """Prompt token ids by the local tokenizer; none without one (the server then enforces the
         context length: a too-long prompt is its 400, i.e. INVALID_ARGUMENT)."""
         tokenizer = self._local_tokenizer()
-        return len(tokenizer.encode(prompt)) if tokenizer is not None else 0
+        return tuple(tokenizer.encode(prompt)) if tokenizer is not None else ()
 
     async def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The chat template's prompt for `messages`, assistant turn opened: by the local tokenizer
@@ -237,10 +237,12 @@ class RemoteEngine:
 
     async def count_tokens_async(self, prompt: str) -> int:
         """Prompt tokens by the local tokenizer if any, else by the server's (`/tokenize`)."""
-        return self.count_tokens(prompt) if self._tokenizer_path else len(await self.tokenize_async(prompt))
+        if self._tokenizer_path:
+            return len(self.encode_prompt(prompt))
+        return len(await self.tokenize_async(prompt))
 
     def _completion_body(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None
+        self, prompt: str | list[int], sampling: SamplingSpec, request_id: str, logprobs: int | None
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.served_model_name,
@@ -262,11 +264,18 @@ class RemoteEngine:
         return body
 
     async def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
-        """Streams the completion. Closing or cancelling the iteration closes the HTTP stream,
-        which makes the server abort the request."""
-        body = self._completion_body(prompt, sampling, request_id, logprobs)
+        """Streams the completion (the prompt sent as its token ids when given: the server does not
+        tokenize it again). Closing or cancelling the iteration closes the HTTP stream, which makes
+        the server abort the request."""
+        sent: str | list[int] = list(prompt_token_ids) if prompt_token_ids else prompt
+        body = self._completion_body(sent, sampling, request_id, logprobs)
         stream = Stream(self.http_error)
         self._in_flight += 1
         try:

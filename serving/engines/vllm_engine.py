@@ -142,8 +142,8 @@ class VllmEngine:
     def max_model_len(self) -> int:
         return self._max_model_len
 
-    def count_tokens(self, prompt: str) -> int:
-        return len(self._tokenizer.encode(prompt))
+    def encode_prompt(self, prompt: str) -> tuple[int, ...]:
+        return tuple(self._tokenizer.encode(prompt))
 
     async def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
         try:
@@ -175,16 +175,25 @@ class VllmEngine:
         )
 
     async def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         """Streams text deltas. Closing or cancelling the iteration aborts the vLLM request (vLLM's
-        `generate` aborts on CancelledError/GeneratorExit; we abort again to be sure)."""
+        `generate` aborts on CancelledError/GeneratorExit; we abort again to be sure). Given token
+        ids go in as a `TokensPrompt` (with the text, for vLLM's logs): no second tokenization."""
         params = self._params(sampling, logprobs)
+        inputs: dict[str, Any] = {"prompt": prompt}
+        if prompt_token_ids:
+            inputs = {"prompt_token_ids": list(prompt_token_ids), "prompt": prompt}
         prompt_ids: tuple[int, ...] = ()
         completion = 0
         finished = False
         try:
-            async for out in self._llm.generate({"prompt": prompt}, params, request_id):
+            async for out in self._llm.generate(inputs, params, request_id):
                 if out.prompt_token_ids:
                     prompt_ids = tuple(out.prompt_token_ids)
                 o = out.outputs[0]

@@ -198,7 +198,7 @@ os.execvp(sys.argv[2], sys.argv[2:])
 """
 
 
-def _with_parent_death_signal(command: Sequence[str]) -> list[str]:
+def with_parent_death_signal(command: Sequence[str]) -> list[str]:
     """`command` behind a tiny exec wrapper that first asks Linux to SIGKILL it when its parent
     dies (kept across exec; a wrapper rather than a `preexec_fn`, which is unsafe with threads)."""
     if sys.platform != "linux":
@@ -247,7 +247,7 @@ async def running_server(
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         process = await asyncio.create_subprocess_exec(
-            *_with_parent_death_signal(command),
+            *with_parent_death_signal(command),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_fd,
             stderr=asyncio.subprocess.STDOUT,

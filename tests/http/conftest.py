@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -86,17 +86,27 @@ class RecordingEngine(FakeEngine):
         self.seen: list[tuple[str, SamplingSpec]] = []
 
     def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         self.seen.append((prompt, sampling))
-        return super().generate(prompt, sampling, request_id, logprobs)
+        return super().generate(prompt, sampling, request_id, logprobs, prompt_token_ids)
 
 
 class FailingEngine(FakeEngine):
     """Streams its first word, then fails (an unexpected engine error, not a GatewayError)."""
 
     async def generate(
-        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None = None
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         yield Chunk(text=self.text.split(" ")[0], token_ids=(0,), prompt_tokens=1, completion_tokens=1)
         await asyncio.sleep(0)
