@@ -70,7 +70,7 @@ test: lint typecheck pytest
 
 bench: setup setup-compress
 	$(VENV)/bin/driftgate model pull
-	$(VENV)/bin/driftgate bench
+	$(VENV)/bin/driftgate bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(GEN) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -118,6 +118,7 @@ class ServerConfig:
     health_interval_s: float = _f(2.0, "seconds between health checks of every variant's engine")
     health_timeout_s: float = _f(5.0, "a health check slower than this counts as failed")
     max_engine_restarts: int = _f(5, "restarts in a row of a failed in-process engine before it stays down")
+    event_loop: str = _f("asyncio", "`driftgate serve`'s event loop: asyncio or uvloop (compared by make bench)")
 
 
 @dataclass
@@ -240,6 +241,8 @@ def validate(cfg: Config) -> None:
         if v.max_in_flight < 1 or v.timeout_s <= 0:
             raise ConfigError(f"variant {v.name}: max_in_flight must be >= 1 and timeout_s > 0")
         _validate_engine(v)
+    if cfg.server.event_loop not in ("asyncio", "uvloop"):
+        raise ConfigError(f"server.event_loop must be asyncio or uvloop, got {cfg.server.event_loop!r}")
     if cfg.primary.weight <= 0 and not any(v.weight > 0 for v in cfg.variants if v.role is Role.CANDIDATE):
         raise ConfigError("the primary and candidates have no traffic weight")
     if cfg.drift.top_k < 1 or any(cfg.drift.top_k > v.engine.max_logprobs for v in cfg.variants):

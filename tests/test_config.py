@@ -47,6 +47,7 @@ def test_defaults_and_home_expansion(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         ("variants: [{name: a, role: shadow}]", "exactly one variant must have role primary"),
         ("variants: [{name: a}, {name: a, role: shadow}]", "unique"),
         ("variants: [{name: a}, {name: b, role: shadow, sample_rate: 1.5}]", "sample_rate"),
+        ("server: {event_loop: trio}", "server.event_loop must be asyncio or uvloop"),
     ],
 )
 def test_bad_configs_are_rejected_with_the_key(tmp_path: Path, text: str, fragment: str) -> None:

@@ -1,40 +1,45 @@
-"""`driftgate bench` (what `make bench` runs): the speed figures, measured in one run, as ratios.
+"""`driftgate bench` (what `make bench` runs): speed figures measured in one run, as ratios.
 
-- gateway vs direct AsyncLLM, concurrency 1 and 16 (requests/s, tokens/s, ratio)
-- primary latency p50/p99 and throughput with mirroring off vs on (one shadow, rate 1.0), drops
-- compression wall time per demo recipe (from the variants' manifests; missing ones are built)
-
-The harnesses live in the `bench` package (`bench.serving`) and `compress.bench`.
+Writes `bench.json`, `bench.md` and PNG plots into `--out` (default: a new directory under
+~/.cache/driftgate/reports). The suites live in the `bench` package (see `bench.run`); compression
+times come from the variants' manifests (`compress.bench`; missing variants are built).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
 
-from serving.commands.model_pull import pull
-
-
-async def _serving(model: str, parts: set[str]) -> list[str]:
-    from bench.serving import gateway_vs_direct, mirroring_off_vs_on
-
-    lines: list[str] = []
-    if "gateway" in parts:
-        lines += await gateway_vs_direct(model)
-    if "mirror" in parts:
-        lines += await mirroring_off_vs_on(model)
-    return lines
+from serving.home import driftgate_home
 
 
-def run_bench(only: Iterable[str]) -> int:
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from bench.run import SUITES
+
+    bench = sub.add_parser("bench", help="speed figures measured in one run (what `make bench` runs)")
+    bench.add_argument("--suites", nargs="*", default=list(SUITES), choices=SUITES, help="suites to run")
+    bench.add_argument(
+        "--concurrency", type=int, nargs="*", default=[1, 8, 16, 32], help="closed-loop concurrencies"
+    )
+    bench.add_argument("--repeats", type=int, default=3, help="repeats of every cell (>= 3 for a spread)")
+    bench.add_argument("--max-tokens", type=int, default=32, help="tokens per answer")
+    bench.add_argument("--out", help="report directory (default: ~/.cache/driftgate/reports/bench-<time>)")
+    bench.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from bench.run import run_suites, write
+    from serving.commands.model_pull import pull
+
     model = str(pull())
-    parts = set(only)
-    report = []
-    if "compress" in parts:
-        from compress.bench import compress_report, format_report
-
-        report += ["compression (wall time from each variant's manifest):", format_report(compress_report())]
-    report += asyncio.run(_serving(model, parts))
-    print("\n==== driftgate bench ====")
-    print("\n".join(report))
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else driftgate_home() / "reports" / f"bench-{stamp}"
+    result = asyncio.run(
+        run_suites(model, out, args.suites, sorted(set(args.concurrency)), args.repeats, args.max_tokens)
+    )
+    write(result, out)
+    print((out / "bench.md").read_text())
+    print(f"written: {out}/bench.json, bench.md, *.png")
     return 0

@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from serving.commands import bench as bench_command
 from serving.commands import compress as compress_parser
 from serving.commands import gate as gate_command
 from serving.commands import probe as probe_command
-from serving.commands import variant as variant_command
 from serving.commands import soak as soak_command
+from serving.commands import variant as variant_command
 from serving.config import Config, ServerConfig, add_flags, apply_flags, load_config
 from serving.errors import ConfigError
 from serving.home import set_offline
@@ -50,12 +51,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from serving.commands.bench import run_bench
-
-    return run_bench(args.only)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftgate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(serve, ServerConfig)
     serve.set_defaults(func=_cmd_serve)
 
-    soak_command.add_parser(sub)
     compress_parser.add_parser(sub).set_defaults(func=_cmd_compress)
 
     probe_command.add_parser(sub)
     gate_command.add_parser(sub)
     variant_command.add_parser(sub)
+    soak_command.add_parser(sub)
 
     demo = sub.add_parser("demo", help="the main job: pull, compress, serve, mirror, probe, report")
     demo.add_argument("--config", default="configs/demo.yaml", help="YAML config file")
@@ -87,9 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=int, default=120, help="probe facts replayed (0 = all)")
     demo.set_defaults(func=_cmd_demo)
 
-    bench = sub.add_parser("bench", help="speed figures measured in one run (what `make bench` runs)")
-    bench.add_argument("--only", nargs="*", default=["gateway", "mirror", "compress"], help="parts to run")
-    bench.set_defaults(func=_cmd_bench)
+    bench_command.add_parser(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from serving.app import App, start_app
@@ -55,5 +56,15 @@ async def _serve(config: Config, path: Path | None) -> None:
 
 def serve_forever(config: Config, path: str | Path | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(config, Path(path) if path else None))
+    with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:
+        runner.run(_serve(config, Path(path) if path else None))
     return 0
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `serve` runs on: asyncio's default, or uvloop's (a vLLM dependency)."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None  # asyncio's (config validation refuses other names)

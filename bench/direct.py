@@ -1,0 +1,77 @@
+"""The no-gateway baseline: vLLM's `AsyncLLM` driven by a closed loop in its own process.
+
+`python -m bench.direct MODEL CORES` builds the engine with the same settings as the gateway's
+in-process engine (`bench.systems.engine_config`), prints `{"ready_s": …}`, then answers each JSON
+line on stdin (`{"concurrency", "total", "max_tokens"}`) with one JSON line of samples. It exits
+when stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any, TextIO
+
+from bench.clients import samples_json
+from bench.load import Call, Sample, closed_loop
+
+
+def _direct_call(llm: Any, max_tokens: int) -> Call:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, output_kind=RequestOutputKind.DELTA)
+
+    async def call(prompt: str) -> Sample:
+        t0 = time.perf_counter()
+        ttft = None
+        tokens = 0
+        async for out in llm.generate({"prompt": prompt}, params, uuid.uuid4().hex):
+            o = out.outputs[0]
+            if ttft is None and o.text:
+                ttft = time.perf_counter() - t0
+            tokens += len(o.token_ids)
+        latency = time.perf_counter() - t0
+        return Sample(latency, latency if ttft is None else ttft, tokens)
+
+    return call
+
+
+def _answers() -> TextIO:
+    """The protocol's own stream: the original stdout, which nothing else may write to. vLLM logs
+    to stdout and its engine-core children inherit it, so fd 1 becomes stderr (the log) and the
+    answers go to a private, non-inheritable duplicate (closed, hence EOF, when this process ends)."""
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return out
+
+
+async def _serve(model: str, cores: str) -> None:
+    from bench.systems import engine_config
+    from serving.config import VariantConfig
+    from serving.engines.vllm_engine import _build_async_llm, _scoped_env, engine_env
+
+    answers = _answers()
+    variant = VariantConfig(name="direct", model=model, engine=engine_config(cores))
+    t0 = time.perf_counter()
+    with _scoped_env(engine_env(variant)):
+        llm = _build_async_llm(variant)
+    print(json.dumps({"ready_s": time.perf_counter() - t0}), file=answers, flush=True)
+    loop = asyncio.get_running_loop()
+    try:
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            ask = json.loads(line)
+            samples, seconds = await closed_loop(
+                _direct_call(llm, int(ask["max_tokens"])), int(ask["concurrency"]), int(ask["total"])
+            )
+            print(samples_json(samples, seconds), file=answers, flush=True)
+    finally:
+        llm.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,142 @@
+"""The gateway-cost suite: the same model, load and client behind six doors, in one run.
+
+Three engines run side by side, each bound to cores 0-1 and loaded one at a time (an idle engine
+costs nothing): AsyncLLM in `bench.direct`, the gateway's in-process engine, and `vllm serve`. The
+gateway also has a remote variant on that `vllm serve`, so:
+
+| system | path |
+| --- | --- |
+| asyncllm-direct | closed loop inside the AsyncLLM process (no RPC) |
+| driftgate-grpc | client → gRPC → gateway → in-process AsyncLLM |
+| driftgate-http | client → HTTP/SSE (OpenAI door) → gateway → in-process AsyncLLM |
+| vllm-serve-http | client → HTTP/SSE → vllm serve |
+| driftgate-remote-grpc | client → gRPC → gateway → HTTP/SSE → vllm serve |
+| driftgate-remote-http | client → HTTP/SSE → gateway → HTTP/SSE → vllm serve |
+| driftgate-remote-grpc-uvloop | as driftgate-remote-grpc, a second gateway on uvloop |
+
+Each repeat runs every concurrency and, within it, every system back to back, in an order that
+rotates between repeats, so slow drift of the shared machine spreads over all systems.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.clients import DirectClient, grpc_call, openai_call
+from bench.load import Call, Cell, Sample, closed_loop, summarize
+from bench.profile import profile_gateway
+from bench.systems import Gateway, engine_yaml, gateway
+from serving.engines.vllm_server import free_port, running_server, server_command, wait_healthy
+
+Runner = Callable[[int, int], Awaitable[tuple[list[Sample], float]]]
+
+
+def requests_for(concurrency: int) -> int:
+    """Requests per cell: enough for a p99 to mean something at high concurrency, short at c=1."""
+    return max(8, 4 * concurrency)
+
+
+def _loop(call: Call) -> Runner:
+    async def run(concurrency: int, total: int) -> tuple[list[Sample], float]:
+        return await closed_loop(call, concurrency, total)
+
+    return run
+
+
+def rotated(items: Sequence[str], k: int) -> list[str]:
+    k %= len(items)
+    return [*items[k:], *items[:k]]
+
+
+async def measure_cells(
+    runners: dict[str, Runner], concurrencies: Sequence[int], repeats: int, log: Callable[[str], None]
+) -> list[Cell]:
+    """Warms every system up, then runs the interleaved, rotated grid."""
+    for run in runners.values():
+        await run(4, 8)
+    cells: list[Cell] = []
+    names = list(runners)
+    for rep in range(repeats):
+        for c in concurrencies:
+            for name in rotated(names, rep + c):
+                samples, seconds = await runners[name](c, requests_for(c))
+                cell = summarize(name, c, rep, samples, seconds)
+                cells.append(cell)
+                log(
+                    f"  r{rep} c={c:<2} {name:<22} {cell.tokens_per_s:7.1f} tok/s  "
+                    f"ttft p50 {cell.ttft_p50_s * 1e3:6.1f} ms  e2e p50 {cell.latency_p50_s * 1e3:7.1f} ms  "
+                    f"errors {cell.errors}"
+                )
+    return cells
+
+
+def _gateway_variants(model: str, vllm_url: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "dense", "model": model, "role": "primary", "engine": engine_yaml("0-1")},
+        {
+            "name": "remote",
+            "model": model,
+            "role": "candidate",
+            "weight": 0.0,
+            "engine": engine_yaml("0-1", url=vllm_url, served_model_name="dense"),
+        },
+    ]
+
+
+async def run_doors(
+    model: str,
+    workdir: Path,
+    concurrencies: Sequence[int],
+    repeats: int,
+    max_tokens: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Starts the three engines (concurrently), measures the grid, stops everything."""
+    port = free_port()
+    command = server_command(model, "dense", port, max_model_len=1024, kv_cache_gib=1.0)
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(
+            running_server(command, "0-1", workdir / "vllm-serve.log", port, wait=False)
+        )
+        gw: Gateway = await stack.enter_async_context(
+            gateway(_gateway_variants(model, server.url), workdir, "gateway-doors")
+        )
+        uv: Gateway = await stack.enter_async_context(
+            gateway(_gateway_variants(model, server.url)[1:2], workdir, "gateway-uvloop", "uvloop")
+        )
+        direct = await DirectClient.start(model, "0-1", workdir / "direct.log")
+        stack.push_async_callback(direct.stop)
+        started = await asyncio.gather(wait_healthy(server, 900), gw.wait_ready(), direct.ready())
+        await uv.wait_ready()
+        log(
+            f"  started: vllm serve {started[0]:.0f} s, gateway {started[1]:.0f} s, AsyncLLM {started[2]:.0f} s"
+        )
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=600)
+            )
+        )
+        runners: dict[str, Runner] = {
+            "asyncllm-direct": lambda c, n: direct.run(c, n, max_tokens),
+            "driftgate-grpc": _loop(grpc_call(gw.stub, max_tokens, "dense")),
+            "driftgate-http": _loop(openai_call(session, gw.http_url, "dense", max_tokens)),
+            "vllm-serve-http": _loop(openai_call(session, server.url, "dense", max_tokens)),
+            "driftgate-remote-grpc": _loop(grpc_call(gw.stub, max_tokens, "remote")),
+            "driftgate-remote-http": _loop(openai_call(session, gw.http_url, "remote", max_tokens)),
+            "driftgate-remote-grpc-uvloop": _loop(grpc_call(uv.stub, max_tokens, "remote")),
+        }
+        cells = await measure_cells(runners, concurrencies, repeats, log)
+        log("  profiling the gateway (py-spy) under c=8 on driftgate-grpc")
+        call = grpc_call(gw.stub, max_tokens, "dense")
+        profile = await profile_gateway(gw.process.pid, workdir.parent, lambda: closed_loop(call, 8, 16))
+    return {
+        "start_s": {"vllm_serve": started[0], "gateway": started[1], "asyncllm": started[2]},
+        "cells": [c.as_dict() for c in cells],
+        "profile": profile,
+    }

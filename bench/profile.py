@@ -1,0 +1,71 @@
+"""Where the gateway process spends its CPU under load: py-spy samples the running gateway (not
+its engine-core children) while the bench drives it, once as a flame graph (SVG) and once as
+collapsed stacks, which `top_frames` folds into a table of the heaviest functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+
+def py_spy() -> str | None:
+    found = Path(sys.executable).parent / "py-spy"
+    return str(found) if found.exists() else shutil.which("py-spy")
+
+
+async def profile_gateway(
+    pid: int, out: Path, load: Callable[[], Awaitable[Any]], seconds: int = 20
+) -> dict[str, Any]:
+    """A flame graph (`gateway-flame.svg`) and the top functions of the gateway under `load`."""
+    svg, raw = out / "gateway-flame.svg", out / "gateway-stacks.txt"
+    if not await record(pid, svg, seconds, "flamegraph", load):
+        return {"error": "py-spy is not available or could not attach"}
+    await record(pid, raw, seconds, "raw", load)
+    text = await asyncio.to_thread(raw.read_text) if raw.exists() else ""
+    top = [{"function": f, "self": s, "inclusive": i} for f, s, i in top_frames(text)]
+    return {"flame_graph": str(svg), "stacks": str(raw), "top": top}
+
+
+async def record(pid: int, out: Path, seconds: int, fmt: str, load: Callable[[], Awaitable[Any]]) -> bool:
+    """Samples `pid` for `seconds` while `load()` runs (repeated until the recording ends)."""
+    tool = py_spy()
+    if tool is None:
+        return False
+    spy = await asyncio.create_subprocess_exec(
+        tool, "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "-f", fmt, "-o", str(out),
+        "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    waiter = asyncio.create_task(spy.wait())
+    while not waiter.done():
+        await load()
+    return await waiter == 0
+
+
+def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float, float]]:
+    """(function, self share, inclusive share) of the `n` heaviest functions by self time, from
+    py-spy's collapsed stacks ("frame;frame;frame count" per line). Idle samples (the event loop
+    waiting in select/epoll) are counted and reported as their own row."""
+    self_time: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        k = int(count)
+        total += k
+        frames = [f.split(" (")[0] for f in stack.split(";")]
+        self_time[frames[-1]] = self_time.get(frames[-1], 0) + k
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + k
+    if not total:
+        return []
+    heavy = sorted(self_time.items(), key=lambda kv: -kv[1])[:n]
+    return [(f, s / total, inclusive[f] / total) for f, s in heavy]

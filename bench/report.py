@@ -1,0 +1,187 @@
+"""The bench's result as Markdown tables and a PNG (from the JSON the run wrote; no measuring)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.load import Cell, Spread, by_cell, paired_differences, paired_ratios
+
+RATIOS = (
+    ("driftgate-grpc", "asyncllm-direct"),
+    ("driftgate-http", "asyncllm-direct"),
+    ("driftgate-grpc", "vllm-serve-http"),
+    ("driftgate-http", "vllm-serve-http"),
+    ("driftgate-remote-grpc", "vllm-serve-http"),
+    ("driftgate-remote-http", "vllm-serve-http"),
+    ("driftgate-remote-grpc-uvloop", "vllm-serve-http"),
+    ("driftgate-remote-grpc-uvloop", "driftgate-remote-grpc"),
+)
+ADDED = (
+    ("driftgate-grpc", "asyncllm-direct"),
+    ("driftgate-remote-grpc", "vllm-serve-http"),
+    ("driftgate-remote-http", "vllm-serve-http"),
+    ("driftgate-remote-grpc-uvloop", "vllm-serve-http"),
+)
+
+
+def cells_of(result: dict[str, Any]) -> list[Cell]:
+    return [Cell(**c) for c in result["cells"]]
+
+
+def _s(x: Spread, scale: float = 1.0, digits: int = 1) -> str:
+    return f"{x.median * scale:.{digits}f} [{x.low * scale:.{digits}f}–{x.high * scale:.{digits}f}]"
+
+
+def figures_table(cells: Sequence[Cell]) -> list[str]:
+    tps, ttft = by_cell(cells, "tokens_per_s"), by_cell(cells, "ttft_p50_s")
+    p50, p99 = by_cell(cells, "latency_p50_s"), by_cell(cells, "latency_p99_s")
+    errors = by_cell(cells, "errors")
+    lines = [
+        "| system | c | tok/s | TTFT p50 ms | e2e p50 ms | e2e p99 ms | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key in sorted(tps, key=lambda k: (k[1], k[0])):
+        lines.append(
+            f"| {key[0]} | {key[1]} | {_s(tps[key])} | {_s(ttft[key], 1e3)} | {_s(p50[key], 1e3, 0)} "
+            f"| {_s(p99[key], 1e3, 0)} | {errors[key].median:.0f} |"
+        )
+    return lines
+
+
+def ratio_table(cells: Sequence[Cell], pairs: Sequence[tuple[str, str]] = RATIOS) -> list[str]:
+    concs = sorted({c.concurrency for c in cells})
+    lines = [
+        "| throughput ratio | " + " | ".join(f"c={c}" for c in concs) + " |",
+        "| --- |" + " --- |" * len(concs),
+    ]
+    for system, base in pairs:
+        r = paired_ratios(cells, "tokens_per_s", system, base)
+        if r:
+            row = " | ".join(_s(r[c], 1, 3) if c in r else "–" for c in concs)
+            lines.append(f"| {system} / {base} | {row} |")
+    return lines
+
+
+def added_table(cells: Sequence[Cell], pairs: Sequence[tuple[str, str]] = ADDED) -> list[str]:
+    lines = [
+        "| added latency, ms (paired by repeat) | c | TTFT p50 | e2e p50 | e2e p99 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for system, base in pairs:
+        ttft = paired_differences(cells, "ttft_p50_s", system, base)
+        p50 = paired_differences(cells, "latency_p50_s", system, base)
+        p99 = paired_differences(cells, "latency_p99_s", system, base)
+        for c in sorted(p50):
+            lines.append(
+                f"| {system} − {base} | {c} | {_s(ttft[c], 1e3)} | {_s(p50[c], 1e3)} | {_s(p99[c], 1e3)} |"
+            )
+    return lines
+
+
+def mirror_tables(result: dict[str, Any]) -> list[str]:
+    cells = cells_of(result)
+    lines = [*figures_table(cells), ""]
+    lines.append("| on / off (paired) | c | TTFT p50 | e2e p50 | tok/s |")
+    lines.append("| --- | --- | --- | --- | --- |")
+    ttft = paired_ratios(cells, "ttft_p50_s", "mirroring-on", "mirroring-off")
+    p50 = paired_ratios(cells, "latency_p50_s", "mirroring-on", "mirroring-off")
+    tps = paired_ratios(cells, "tokens_per_s", "mirroring-on", "mirroring-off")
+    for c in sorted(ttft):
+        lines.append(f"| mirroring | {c} | {_s(ttft[c], 1, 3)} | {_s(p50[c], 1, 3)} | {_s(tps[c], 1, 3)} |")
+    lines += ["", "| CPU ms per request | c | gateway process | engine cores |", "| --- | --- | --- | --- |"]
+    groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for row in result["cpu"]:
+        key = (row["system"], row["concurrency"])
+        groups.setdefault(key, []).append(
+            (row["gateway_cpu_s_per_request"], row["engines_cpu_s_per_request"])
+        )
+    for (system, c), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        gw = sorted(r[0] for r in rows)[len(rows) // 2]
+        eng = sorted(r[1] for r in rows)[len(rows) // 2]
+        lines.append(f"| {system} | {c} | {gw * 1e3:.1f} | {eng * 1e3:.1f} |")
+    return lines
+
+
+def profile_lines(profile: dict[str, Any]) -> list[str]:
+    if "top" not in profile:
+        return [f"- profile: {profile.get('error', 'none')}"]
+    lines = [
+        f"Flame graph: `{Path(profile['flame_graph']).name}`; py-spy samples of the gateway process "
+        "(not its engine-core children) under c=8.",
+        "",
+        "| function | self | inclusive |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| `{t['function']}` | {t['self']:.1%} | {t['inclusive']:.1%} |" for t in profile["top"]]
+    return lines
+
+
+def variants_table(variants: dict[str, Any]) -> list[str]:
+    lines = [
+        "| variant | c | AsyncLLM tok/s | gateway tok/s | gateway / AsyncLLM (paired) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, result in variants.items():
+        cells = cells_of(result)
+        tps = by_cell(cells, "tokens_per_s")
+        ratio = paired_ratios(cells, "tokens_per_s", "driftgate-grpc", "asyncllm-direct")
+        for c in sorted(ratio):
+            lines.append(
+                f"| {name} | {c} | {_s(tps[('asyncllm-direct', c)])} | {_s(tps[('driftgate-grpc', c)])} "
+                f"| {_s(ratio[c], 1, 3)} |"
+            )
+    return lines
+
+
+def roofline_lines(roof: dict[str, Any], doors: dict[str, Any] | None) -> list[str]:
+    lines = [
+        f"- read bandwidth: {roof['bandwidth_gb_s']:.1f} GB/s ({roof['how']})",
+        f"- weights read per decoded token: {roof['weight_bytes_bf16'] / 1e6:.0f} MB "
+        f"({roof['parameters'] / 1e6:.1f} M parameters, bf16)",
+        f"- roofline: {roof['roofline_tok_s']:.0f} tok/s single stream",
+    ]
+    if doors:
+        tpot = by_cell(cells_of(doors), "tpot_p50_s")
+        for system in ("asyncllm-direct", "driftgate-grpc", "vllm-serve-http"):
+            t = tpot.get((system, 1))
+            if t and t.median == t.median and t.median > 0:
+                rate = 1.0 / t.median
+                lines.append(
+                    f"- {system}, c=1: decode {rate:.1f} tok/s (1 / median time per output token) = "
+                    f"{rate / roof['roofline_tok_s']:.2f} of the roofline"
+                )
+    return lines
+
+
+def plot(cells: Sequence[Cell], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for figure, ax, scale, label in (
+        ("tokens_per_s", axes[0], 1.0, "tokens/s"),
+        ("ttft_p50_s", axes[1], 1e3, "TTFT p50 (ms)"),
+    ):
+        spreads = by_cell(cells, figure)
+        for system in sorted({k[0] for k in spreads}):
+            keys = sorted((k for k in spreads if k[0] == system), key=lambda k: k[1])
+            xs = [k[1] for k in keys]
+            med = [spreads[k].median * scale for k in keys]
+            err = [
+                [(spreads[k].median - spreads[k].low) * scale for k in keys],
+                [(spreads[k].high - spreads[k].median) * scale for k in keys],
+            ]
+            ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=system)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,136 @@
+"""`driftgate bench`: runs the chosen suites in one process run and writes `bench.json`,
+`bench.md` and PNG plots into the report directory.
+
+Suites: `roofline` (bandwidth, measured first on an idle box), `doors` (gateway cost: AsyncLLM,
+vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on),
+`variants` (each demo variant in the gateway vs bare AsyncLLM), `compress` (compression wall time per demo recipe, from the variants' manifests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+
+SUITES = ("roofline", "doors", "mirror", "variants", "compress")
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    versions = {}
+    for module in ("vllm", "torch", "grpc", "aiohttp"):
+        try:
+            versions[module] = str(__import__(module).__version__)
+        except Exception:
+            versions[module] = "?"
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "commit": commit.stdout.strip(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    out = [
+        "# driftgate bench",
+        "",
+        f"{m['date']} · commit {m['commit']} · {m['cpu']} · {m['cores']} cores · {m['memory_gb']} GB · "
+        f"vLLM {m['versions']['vllm']} · settings {json.dumps(result['settings'])}",
+        "",
+        "Figures are the median over repeats with [lowest–highest]; ratios and differences pair the "
+        "two systems' cells of the same repeat (they ran back to back).",
+    ]
+    if "roofline" in result:
+        out += ["", "## Roofline", "", *report.roofline_lines(result["roofline"], result.get("doors"))]
+    if "doors" in result:
+        cells = report.cells_of(result["doors"])
+        out += ["", "## Gateway cost", "", f"Engine start: {json.dumps(result['doors']['start_s'])}", ""]
+        out += [*report.figures_table(cells), "", *report.ratio_table(cells), "", *report.added_table(cells)]
+        out += ["", "### Gateway profile", "", *report.profile_lines(result["doors"].get("profile", {}))]
+    if "mirror" in result:
+        out += ["", "## Mirroring one shadow (primary core 0, shadow core 1)", ""]
+        out += report.mirror_tables(result["mirror"])
+    if result.get("variants"):
+        out += [
+            "",
+            "## Demo variants: gateway vs bare AsyncLLM",
+            "",
+            *report.variants_table(result["variants"]),
+        ]
+    if "compress" in result:
+        out += ["", "## Compression", "", "| recipe | wall s | size vs source |", "| --- | --- | --- |"]
+        out += [
+            f"| {r['recipe']} | {r['wall_s']:.1f} | {r['ratio_vs_source']:.3f} |" for r in result["compress"]
+        ]
+    return "\n".join(out) + "\n"
+
+
+async def run_suites(
+    model: str, out: Path, suites: Sequence[str], concurrencies: Sequence[int], repeats: int, max_tokens: int
+) -> dict[str, Any]:
+    from bench.doors import run_doors
+    from bench.mirroring import run_mirroring
+    from bench.roofline import roofline
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "settings": {"concurrency": list(concurrencies), "repeats": repeats, "max_tokens": max_tokens},
+    }
+    t0 = time.monotonic()
+    if "roofline" in suites:
+        log("roofline: measuring read bandwidth")
+        result["roofline"] = roofline(model)
+    if "doors" in suites:
+        log("doors: AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP")
+        result["doors"] = await run_doors(model, out / "logs", concurrencies, repeats, max_tokens, log)
+    if "mirror" in suites:
+        log("mirror: one twin shadow, sample rate 0 vs 1")
+        mirror_c = [c for c in concurrencies if c <= 8] or [1]
+        result["mirror"] = await run_mirroring(model, out / "logs", mirror_c, repeats, max_tokens, log)
+    if "variants" in suites:
+        from bench.variants import run_variants
+
+        log("variants: every demo variant in the gateway vs bare AsyncLLM")
+        variant_c = [c for c in concurrencies if c in (1, 16)] or list(concurrencies)
+        result["variants"] = await run_variants(out / "logs", variant_c, repeats, max_tokens, log)
+    if "compress" in suites:
+        from compress.bench import compress_report
+
+        result["compress"] = compress_report()
+    result["wall_s"] = time.monotonic() - t0
+    return result
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    (out / "bench.md").write_text(markdown(result))
+    if "doors" in result:
+        report.plot(report.cells_of(result["doors"]), out / "doors.png", "gateway cost (median, min–max)")
+    if "mirror" in result:
+        report.plot(report.cells_of(result["mirror"]), out / "mirror.png", "mirroring off vs on")

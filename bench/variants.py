@@ -1,0 +1,62 @@
+"""Every demo variant's throughput inside the gateway vs bare vLLM (AsyncLLM with no RPC).
+
+One variant at a time: its checkpoint in a gateway (in-process engine, cores 0-1, the only
+variant) and in `bench.direct` (same engine settings), started together, measured interleaved at
+each concurrency and repeated, then both stopped before the next variant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.clients import DirectClient, grpc_call
+from bench.doors import Runner, _loop, measure_cells
+from bench.systems import engine_yaml, gateway
+from serving.config import load_config
+
+
+def demo_variants(config: str = "configs/demo.yaml") -> tuple[dict[str, str], list[str]]:
+    """Name → checkpoint directory of every built variant in the demo config (dense first), and
+    the names of those not built."""
+    cfg = load_config(config)
+    present = {v.name: v.model_path for v in cfg.primary_first() if Path(v.model_path).is_dir()}
+    return present, [v.name for v in cfg.variants if v.name not in present]
+
+
+async def _one(
+    name: str,
+    model: str,
+    workdir: Path,
+    concurrencies: Sequence[int],
+    repeats: int,
+    max_tokens: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    variant = {"name": name, "model": model, "role": "primary", "engine": engine_yaml("0-1")}
+    async with contextlib.AsyncExitStack() as stack:
+        gw = await stack.enter_async_context(gateway([variant], workdir, f"gateway-{name}"))
+        direct = await DirectClient.start(model, "0-1", workdir / f"direct-{name}.log")
+        stack.push_async_callback(direct.stop)
+        started = await asyncio.gather(gw.wait_ready(), direct.ready())
+        runners: dict[str, Runner] = {
+            "asyncllm-direct": lambda c, n: direct.run(c, n, max_tokens),
+            "driftgate-grpc": _loop(grpc_call(gw.stub, max_tokens)),
+        }
+        cells = await measure_cells(runners, concurrencies, repeats, lambda line: log(f"  [{name}]{line}"))
+    return {"start_s": {"gateway": started[0], "asyncllm": started[1]}, "cells": [c.as_dict() for c in cells]}
+
+
+async def run_variants(
+    workdir: Path, concurrencies: Sequence[int], repeats: int, max_tokens: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    present, missing = demo_variants()
+    if missing:
+        log(f"  not built (make demo builds them), skipped: {', '.join(missing)}")
+    for name, model in present.items():
+        out[name] = await _one(name, model, workdir, concurrencies, repeats, max_tokens, log)
+    return out

@@ -1,0 +1,153 @@
+"""The bench's pure parts: statistics of a cell, pairing across repeats, the report, the roofline's
+parameter count (on the real checkpoint's headers). The measuring itself is `make bench`."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+from bench.doors import requests_for, rotated
+from bench.load import Cell, Sample, closed_loop, paired_differences, paired_ratios, pct, spread, summarize
+from bench.roofline import parameter_count
+from bench.run import markdown
+from serving.home import default_model_dir
+
+
+def test_pct_is_nearest_rank() -> None:
+    xs = [float(i) for i in range(1, 101)]
+    assert pct(xs, 0.5) == 50.0
+    assert pct(xs, 0.99) == 99.0
+    assert pct(xs, 1.0) == 100.0
+    assert pct([3.0], 0.99) == 3.0
+    assert math.isnan(pct([], 0.5))
+
+
+def test_summarize_counts_errors_apart_and_time_per_output_token() -> None:
+    samples = [Sample(1.0, 0.1, 10), Sample(2.0, 0.2, 19), Sample(0.5, 0.0, 0, ok=False)]
+    cell = summarize("s", 2, 0, samples, seconds=2.0)
+    assert (cell.requests, cell.errors) == (3, 1)
+    assert cell.tokens_per_s == pytest.approx(29 / 2.0)
+    assert cell.requests_per_s == pytest.approx(1.0)
+    assert cell.ttft_p50_s == pytest.approx(0.1)
+    assert cell.tpot_p50_s == pytest.approx(0.1)  # (1.0-0.1)/9 and (2.0-0.2)/18 are both 0.1
+
+
+def test_closed_loop_keeps_concurrency_and_total() -> None:
+    live = peak = 0
+
+    async def call(prompt: str) -> Sample:
+        nonlocal live, peak
+        live += 1
+        peak = max(peak, live)
+        await asyncio.sleep(0.001)
+        live -= 1
+        return Sample(0.001, 0.0005, len(prompt))
+
+    samples, seconds = asyncio.run(closed_loop(call, 4, 10))
+    assert len(samples) == 10 and peak == 4 and seconds > 0
+
+
+def _cell(system: str, c: int, rep: int, tps: float, p50: float) -> Cell:
+    return Cell(system, c, rep, 8, 0, 1.0, tps, 8.0, p50, p50 * 2, p50 / 10, p50 / 5, 0.02)
+
+
+def test_ratios_and_differences_pair_the_same_repeat() -> None:
+    cells = [
+        _cell("gw", 1, 0, 90.0, 1.010),
+        _cell("direct", 1, 0, 100.0, 1.000),
+        _cell("gw", 1, 1, 45.0, 2.004),  # a slow repeat for both: the pair still says 0.9
+        _cell("direct", 1, 1, 50.0, 2.000),
+        _cell("gw", 8, 0, 400.0, 3.0),  # no direct cell at c=8: no ratio
+    ]
+    r = paired_ratios(cells, "tokens_per_s", "gw", "direct")
+    assert list(r) == [1]
+    assert r[1].median == pytest.approx(0.9) and r[1].n == 2
+    d = paired_differences(cells, "latency_p50_s", "gw", "direct")
+    assert d[1].low == pytest.approx(0.004) and d[1].high == pytest.approx(0.010)
+    assert spread([float("nan")]).n == 0
+
+
+def test_rotation_and_cell_sizes() -> None:
+    assert rotated(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+    assert requests_for(1) == 8 and requests_for(32) == 128
+
+
+def test_markdown_has_every_section(tmp_path: Path) -> None:
+    cells = [
+        _cell(s, c, r, 100.0 + r, 1.0)
+        for s in ("asyncllm-direct", "driftgate-grpc")
+        for c in (1, 8)
+        for r in (0, 1, 2)
+    ]
+    mirror = [_cell(s, 1, r, 50.0, 1.0) for s in ("mirroring-off", "mirroring-on") for r in (0, 1, 2)]
+    cpu = [
+        {
+            "system": s,
+            "concurrency": 1,
+            "repeat": r,
+            "gateway_cpu_s_per_request": 0.01,
+            "engines_cpu_s_per_request": 0.2,
+        }
+        for s in ("mirroring-off", "mirroring-on")
+        for r in range(3)
+    ]
+    result: dict[str, Any] = {
+        "machine": {
+            "date": "d",
+            "commit": "c",
+            "cpu": "x",
+            "cores": 2,
+            "memory_gb": 24,
+            "versions": {"vllm": "v"},
+        },
+        "settings": {"repeats": 3},
+        "roofline": {
+            "bandwidth_gb_s": 20.0,
+            "how": "h",
+            "weight_bytes_bf16": 2e8,
+            "parameters": 1e8,
+            "roofline_tok_s": 100.0,
+        },
+        "doors": {"start_s": {}, "cells": [c.as_dict() for c in cells]},
+        "mirror": {"cells": [c.as_dict() for c in mirror], "cpu": cpu},
+        "compress": [{"recipe": "gptq-w4a16", "wall_s": 30.0, "ratio_vs_source": 0.4}],
+    }
+    text = markdown(result)
+    for heading in ("## Roofline", "## Gateway cost", "## Mirroring", "## Compression"):
+        assert heading in text
+    assert "| driftgate-grpc / asyncllm-direct | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] |" in text
+    assert "0.50 of the roofline" in text  # tpot 0.02 s -> 50 tok/s of 100
+    report.plot(report.cells_of(result["doors"]), tmp_path / "doors.png", "t")
+    assert (tmp_path / "doors.png").stat().st_size > 1000
+
+
+def test_parameter_count_of_the_dense_checkpoint() -> None:
+    model = default_model_dir()
+    if not any(model.glob("*.safetensors")):
+        pytest.skip("the dense model is not pulled (make test pulls it)")
+    assert 134e6 < parameter_count(model) < 136e6  # SmolLM2-135M, tied embedding stored once
+
+
+def test_top_frames_folds_collapsed_stacks() -> None:
+    from bench.profile import top_frames
+
+    collapsed = "\n".join(
+        [
+            "main (a.py:1);run (b.py:2);select (selectors.py:468) 60",
+            "main (a.py:1);run (b.py:2);handle (c.py:3);encode (d.py:4) 30",
+            "main (a.py:1);run (b.py:2);handle (c.py:3) 10",
+            "garbage line",
+        ]
+    )
+    top = {f: (s, i) for f, s, i in top_frames(collapsed)}
+    assert top["select"] == (0.6, 0.6)
+    assert top["encode"] == (0.3, 0.3)
+    assert top["handle"] == pytest.approx((0.1, 0.4))
+    assert "main" not in top  # no self time
+    assert top_frames("") == []
