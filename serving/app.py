@@ -1,8 +1,8 @@
 """The composition root of a running gateway: metrics, gRPC server, engines, lifecycle.
 
 Start-up order: the gRPC server listens at once with health NOT_SERVING; in-process engines are
-built one after another off the event loop (so health checks answer meanwhile), the primary first;
-remote variants are not waited for. From then on the `Supervisor` attaches each variant while its
+built off the event loop (so health checks answer meanwhile), a few at once (one per core by
+default), the primary first; remote variants are not waited for. From then on the `Supervisor` attaches each variant while its
 engine is healthy and sets health SERVING exactly while the primary is attached. `App.stop`: health NOT_SERVING, new requests
 refused, in-flight requests drained (bounded), mirrored copies cancelled, the engines this app
 built shut down (engines passed in by the caller are the caller's).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from serving.auth import Authenticator, load_keys
-from serving.config import Config
+from serving.config import Config, VariantConfig
 from serving.engines.base import Engine
 from serving.engines.factory import EngineFactory, check_checkpoints, vllm_factory
 from serving.gateway import Gateway
@@ -83,17 +84,37 @@ class App:
             self.metrics_server = None
 
 
+def start_concurrency(config: Config) -> int:
+    """How many in-process engines are built at once (`server.engine_start_concurrency`, 0 = one
+    per CPU core this process may use): most of a build is imports, compilation and warm-up, each
+    on one core, so more at once than cores only makes every one slower."""
+    n = config.server.engine_start_concurrency
+    return n if n > 0 else max(1, len(os.sched_getaffinity(0)))
+
+
 async def _build_engines(
     app: App, factory: EngineFactory, borrowed: dict[str, Engine], progress: Progress | None
 ) -> dict[str, Engine]:
-    """Every variant's engine, the primary first: borrowed ones as they are, the others built.
-    In-process engines are attached as soon as they are built (building one proves it healthy);
-    remote ones are attached by the supervisor once their server answers."""
+    """Every variant's engine: borrowed ones as they are, the others built, at most
+    `start_concurrency` at once, in order (the primary first). In-process engines are attached as
+    soon as they are built (building one proves it healthy); remote ones are attached by the
+    supervisor once their server answers. If a build fails, builds not yet begun are skipped, the
+    ones under way are awaited (a build cannot be interrupted) and the first error is raised."""
+    slots = asyncio.Semaphore(start_concurrency(app.config))
     engines: dict[str, Engine] = {}
-    for variant in app.config.primary_first():
+    failed: list[BaseException] = []
+
+    async def build(variant: VariantConfig) -> None:
         engine = borrowed.get(variant.name)
         if engine is None:
-            engine = await factory(variant)
+            async with slots:
+                if failed:
+                    return
+                try:
+                    engine = await factory(variant)
+                except BaseException as exc:
+                    failed.append(exc)
+                    raise
             app.owned.append(engine)
         engines[variant.name] = engine
         if not variant.remote:
@@ -101,7 +122,12 @@ async def _build_engines(
             log.info("variant %s (%s) ready", variant.name, variant.role.value)
         if progress is not None:
             progress(variant.name)
-    return engines
+
+    results = await asyncio.gather(*(build(v) for v in app.config.primary_first()), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]
+    return {v.name: engines[v.name] for v in app.config.primary_first()}
 
 
 async def _refresh_verdicts(gateway: Gateway, sink: PrometheusSink, every_s: float) -> None:

@@ -70,6 +70,7 @@ class EngineConfig:
     max_num_seqs: int = _f(32, "most sequences the engine batches at once")
     max_logprobs: int = _f(20, "largest top-k of logprobs the engine may return")
     seed: int = _f(0, "engine seed")
+    enforce_eager: bool = _f(False, "no torch.compile: faster start, slower decode (see docs/performance.md)")
 
 
 @dataclass
@@ -118,6 +119,7 @@ class ServerConfig:
     health_interval_s: float = _f(2.0, "seconds between health checks of every variant's engine")
     health_timeout_s: float = _f(5.0, "a health check slower than this counts as failed")
     max_engine_restarts: int = _f(5, "restarts in a row of a failed in-process engine before it stays down")
+    engine_start_concurrency: int = _f(0, "in-process engines built at once at start (0 = one per CPU core)")
     event_loop: str = _f("asyncio", "`driftgate serve`'s event loop: asyncio or uvloop (compared by make bench)")
 
 
@@ -241,6 +243,8 @@ def validate(cfg: Config) -> None:
         if v.max_in_flight < 1 or v.timeout_s <= 0:
             raise ConfigError(f"variant {v.name}: max_in_flight must be >= 1 and timeout_s > 0")
         _validate_engine(v)
+    if cfg.server.engine_start_concurrency < 0:
+        raise ConfigError("server.engine_start_concurrency must be >= 0 (0 = one per CPU core)")
     if cfg.server.event_loop not in ("asyncio", "uvloop"):
         raise ConfigError(f"server.event_loop must be asyncio or uvloop, got {cfg.server.event_loop!r}")
     if cfg.primary.weight <= 0 and not any(v.weight > 0 for v in cfg.variants if v.role is Role.CANDIDATE):

@@ -2,9 +2,12 @@
 
 vLLM spawns its engine-core process when `AsyncLLM` is built, and that process reads its CPU
 settings from the environment it inherits: we set `VLLM_CPU_OMP_THREADS_BIND` (the variant's
-cores) for the duration of each engine's construction, one construction at a time. The KV-cache
+cores) from the start of each engine's construction until its engine-core process has been
+started, one engine at a time (`_SPAWN_LOCK`); the rest of the construction (model load,
+compilation, warm-up: a minute or more) runs concurrently with other engines'. The KV-cache
 size goes in as the engine argument `kv_cache_memory_bytes` (fractional GiB allowed), and
-`VLLM_CPU_KVCACHE_SPACE` is removed meanwhile so it cannot override it.
+`VLLM_CPU_KVCACHE_SPACE` is removed meanwhile so it cannot override it. Compiled kernels are
+cached under `$DRIFTGATE_HOME/compile-cache` (see `compile_cache_env`).
 
 Building an `AsyncLLM` takes a minute or more (model load, compilation, warm-up) and blocks its
 thread: it runs in a worker thread so the event loop keeps answering (health says NOT_SERVING
@@ -19,17 +22,21 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from serving.config import VariantConfig
 from serving.engines.base import Chunk, SamplingSpec, TokenLogprobs
 from serving.errors import EngineFailure, GatewayError, InvalidArgument, Unavailable
-from serving.home import OFFLINE_ENV
+from serving.home import OFFLINE_ENV, driftgate_home
 
 log = logging.getLogger(__name__)
 
-_ENGINE_ENV_LOCK = asyncio.Lock()
+_SPAWN_LOCK = threading.Lock()
+"""Held from setting an engine's environment until its engine-core process is started."""
+_building = threading.local()
+"""`spawned`: what the thread building an engine calls once its engine-core process is started."""
 
 
 @contextlib.contextmanager
@@ -51,11 +58,28 @@ def _scoped_env(values: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def compile_cache_env() -> dict[str, str]:
+    """Where vLLM and torch inductor keep compiled kernels: `$DRIFTGATE_HOME/compile-cache`, so that
+    a warm start reuses them (always set: importing torch pre-fills TORCHINDUCTOR_CACHE_DIR with a
+    /tmp default). vLLM 0.32's own AOT compile cache is turned off: on CPU it never loads back
+    ("'function' object has no attribute 'finalize_loading'": the CPU backend's compiled function
+    is not vLLM's serializable one), so every start recompiled; inductor's FX-graph cache (and
+    AOTAutograd's) does the reuse instead."""
+    root = driftgate_home() / "compile-cache"
+    return {
+        "VLLM_CACHE_ROOT": str(root / "vllm"),
+        "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
+        "VLLM_USE_AOT_COMPILE": "0",
+    }
+
+
 def engine_env(variant: VariantConfig) -> dict[str, str | None]:
     """The per-engine environment vLLM's CPU backend reads in the engine-core process (offline mode
-    included); `VLLM_CPU_KVCACHE_SPACE` is removed (None) in favour of `kv_cache_memory_bytes`."""
+    and the compile cache included); `VLLM_CPU_KVCACHE_SPACE` is removed (None) in favour of
+    `kv_cache_memory_bytes`."""
     return {
         **OFFLINE_ENV,
+        **compile_cache_env(),
         "VLLM_CPU_OMP_THREADS_BIND": variant.engine.cpu_cores,
         "VLLM_CPU_KVCACHE_SPACE": None,
     }
@@ -79,8 +103,61 @@ def _map_error(exc: Exception) -> GatewayError:
     return EngineFailure(f"engine error: {type(exc).__name__}")
 
 
+def _hook_spawn() -> None:
+    """vLLM 0.32 has no hook between starting the engine-core process and waiting (a minute or
+    more) for its handshake; `CoreEngineProcManager.__init__` returns once its processes are
+    started, so we wrap it to call the building thread's `spawned` (once per process; a no-op in
+    threads that set none). Should the wrap ever not run, `_SpawnScope` releases at the end."""
+    from vllm.v1.engine import utils
+
+    cls: Any = utils.CoreEngineProcManager
+    if getattr(cls.__init__, "_driftgate_hook", False):
+        return
+    original = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            original(self, *args, **kwargs)
+        finally:
+            spawned = getattr(_building, "spawned", None)
+            if spawned is not None:
+                spawned()
+
+    __init__._driftgate_hook = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+
+
+class _SpawnScope:
+    """`_SPAWN_LOCK` held and the engine's environment set from entry until `release` (called once
+    the engine-core process is started, or at exit, whichever comes first)."""
+
+    def __init__(self, env: Mapping[str, str | None]) -> None:
+        self._env = _scoped_env(env)
+        self._held = False
+
+    def __enter__(self) -> _SpawnScope:
+        _SPAWN_LOCK.acquire()
+        self._held = True
+        self._env.__enter__()
+        _building.spawned = self.release
+        return self
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            _building.spawned = None
+            try:
+                self._env.__exit__(None, None, None)
+            finally:
+                _SPAWN_LOCK.release()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def _build_async_llm(variant: VariantConfig) -> Any:
-    """Imports vLLM and builds the `AsyncLLM` (blocking for a minute or more: run it in a thread)."""
+    """Imports vLLM and builds the `AsyncLLM` (blocking for a minute or more: run it in a thread).
+    Only the part up to the start of the engine-core process is serialized (`_SpawnScope`)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -93,9 +170,12 @@ def _build_async_llm(variant: VariantConfig) -> Any:
         max_logprobs=e.max_logprobs,
         seed=e.seed,
         kv_cache_memory_bytes=int(e.kv_cache_gib * (1 << 30)),
+        enforce_eager=e.enforce_eager,
         disable_log_stats=True,
     )
-    return AsyncLLM.from_engine_args(args)
+    with _SpawnScope(engine_env(variant)):
+        _hook_spawn()
+        return AsyncLLM.from_engine_args(args)
 
 
 class _Closed:
@@ -119,14 +199,11 @@ class VllmEngine:
 
     @classmethod
     async def start(cls, variant: VariantConfig) -> VllmEngine:
-        """Builds the engine (spawns vLLM's engine-core process with this variant's CPU settings)."""
+        """Builds the engine (spawns vLLM's engine-core process with this variant's CPU settings);
+        several may be built at once (see `_build_async_llm`)."""
         e = variant.engine
-        async with _ENGINE_ENV_LOCK:
-            with _scoped_env(engine_env(variant)):
-                log.info(
-                    "starting vLLM engine %s on %s (cores %s)", variant.name, variant.model_path, e.cpu_cores
-                )
-                llm = await asyncio.to_thread(_build_async_llm, variant)
+        log.info("starting vLLM engine %s on %s (cores %s)", variant.name, variant.model_path, e.cpu_cores)
+        llm = await asyncio.to_thread(_build_async_llm, variant)
         engine = cls(variant.name, llm, e.max_model_len)
         del llm  # the engine owns it: `shutdown` drops it so AsyncLLM.__del__ never runs at exit
         engine._start_output_handler()
