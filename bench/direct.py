@@ -9,6 +9,7 @@ when stdin closes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -71,6 +72,8 @@ async def _serve(model: str, cores: str) -> None:
             print(samples_json(samples, seconds), file=answers, flush=True)
     finally:
         llm.shutdown()
+        del llm  # now, not in AsyncLLM.__del__ at interpreter exit (which fails noisily)
+        gc.collect()
 
 
 if __name__ == "__main__":

@@ -89,6 +89,11 @@ def _gateway_variants(model: str, vllm_url: str) -> list[dict[str, Any]]:
     ]
 
 
+def _remote_only(model: str, vllm_url: str) -> list[dict[str, Any]]:
+    remote = _gateway_variants(model, vllm_url)[1]
+    return [{**remote, "role": "primary", "weight": 1.0}]
+
+
 async def run_doors(
     model: str,
     workdir: Path,
@@ -108,7 +113,7 @@ async def run_doors(
             gateway(_gateway_variants(model, server.url), workdir, "gateway-doors")
         )
         uv: Gateway = await stack.enter_async_context(
-            gateway(_gateway_variants(model, server.url)[1:2], workdir, "gateway-uvloop", "uvloop")
+            gateway(_remote_only(model, server.url), workdir, "gateway-uvloop", "uvloop")
         )
         direct = await DirectClient.start(model, "0-1", workdir / "direct.log")
         stack.push_async_callback(direct.stop)

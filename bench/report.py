@@ -20,6 +20,7 @@ RATIOS = (
 )
 ADDED = (
     ("driftgate-grpc", "asyncllm-direct"),
+    ("driftgate-http", "asyncllm-direct"),
     ("driftgate-remote-grpc", "vllm-serve-http"),
     ("driftgate-remote-http", "vllm-serve-http"),
     ("driftgate-remote-grpc-uvloop", "vllm-serve-http"),

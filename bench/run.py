@@ -8,12 +8,13 @@ vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,13 @@ from typing import Any
 from bench import report
 
 SUITES = ("roofline", "doors", "mirror", "variants", "compress")
+SUITE_DOCS = {
+    "roofline": "read bandwidth and the single-stream decode roofline",
+    "doors": "AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP",
+    "mirror": "one twin shadow, sample rate 0 vs 1",
+    "variants": "every demo variant in the gateway vs bare AsyncLLM",
+    "compress": "compression wall time per demo recipe (manifests)",
+}
 
 
 def machine() -> dict[str, Any]:
@@ -62,6 +70,8 @@ def markdown(result: dict[str, Any]) -> str:
         "Figures are the median over repeats with [lowest–highest]; ratios and differences pair the "
         "two systems' cells of the same repeat (they ran back to back).",
     ]
+    for name, error in result.get("errors", {}).items():
+        out += ["", f"**Suite {name} failed**: {error} (see logs/ in the report directory)"]
     if "roofline" in result:
         out += ["", "## Roofline", "", *report.roofline_lines(result["roofline"], result.get("doors"))]
     if "doors" in result:
@@ -87,12 +97,42 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-async def run_suites(
-    model: str, out: Path, suites: Sequence[str], concurrencies: Sequence[int], repeats: int, max_tokens: int
-) -> dict[str, Any]:
+def _suite_runners(
+    model: str,
+    out: Path,
+    concurrencies: Sequence[int],
+    repeats: int,
+    max_tokens: int,
+    log: Callable[[str], None],
+) -> dict[str, Callable[[], Awaitable[Any]]]:
     from bench.doors import run_doors
     from bench.mirroring import run_mirroring
     from bench.roofline import roofline
+    from bench.variants import run_variants
+
+    logs = out / "logs"
+    mirror_c = [c for c in concurrencies if c <= 8] or [1]
+    variant_c = [c for c in concurrencies if c in (1, 16)] or list(concurrencies)
+
+    async def compress() -> Any:
+        from compress.bench import compress_report
+
+        return await asyncio.to_thread(compress_report)
+
+    return {
+        "roofline": lambda: asyncio.to_thread(roofline, model),
+        "doors": lambda: run_doors(model, logs, concurrencies, repeats, max_tokens, log),
+        "mirror": lambda: run_mirroring(model, logs, mirror_c, repeats, max_tokens, log),
+        "variants": lambda: run_variants(logs, variant_c, repeats, max_tokens, log),
+        "compress": compress,
+    }
+
+
+async def run_suites(
+    model: str, out: Path, suites: Sequence[str], concurrencies: Sequence[int], repeats: int, max_tokens: int
+) -> dict[str, Any]:
+    """Runs the suites in SUITES order; the result is written after each one, and a suite that
+    fails is recorded under `errors` without stopping the others."""
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -100,29 +140,19 @@ async def run_suites(
     result: dict[str, Any] = {
         "machine": machine(),
         "settings": {"concurrency": list(concurrencies), "repeats": repeats, "max_tokens": max_tokens},
+        "errors": {},
     }
     t0 = time.monotonic()
-    if "roofline" in suites:
-        log("roofline: measuring read bandwidth")
-        result["roofline"] = roofline(model)
-    if "doors" in suites:
-        log("doors: AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP")
-        result["doors"] = await run_doors(model, out / "logs", concurrencies, repeats, max_tokens, log)
-    if "mirror" in suites:
-        log("mirror: one twin shadow, sample rate 0 vs 1")
-        mirror_c = [c for c in concurrencies if c <= 8] or [1]
-        result["mirror"] = await run_mirroring(model, out / "logs", mirror_c, repeats, max_tokens, log)
-    if "variants" in suites:
-        from bench.variants import run_variants
-
-        log("variants: every demo variant in the gateway vs bare AsyncLLM")
-        variant_c = [c for c in concurrencies if c in (1, 16)] or list(concurrencies)
-        result["variants"] = await run_variants(out / "logs", variant_c, repeats, max_tokens, log)
-    if "compress" in suites:
-        from compress.bench import compress_report
-
-        result["compress"] = compress_report()
-    result["wall_s"] = time.monotonic() - t0
+    runners = _suite_runners(model, out, concurrencies, repeats, max_tokens, log)
+    for name in (s for s in SUITES if s in suites):
+        log(f"{name}: {SUITE_DOCS[name]}")
+        try:
+            result[name] = await runners[name]()
+        except Exception as exc:  # one failed suite must not lose the others' figures
+            log(f"{name} failed: {type(exc).__name__}: {exc}")
+            result["errors"][name] = f"{type(exc).__name__}: {exc}"
+        result["wall_s"] = time.monotonic() - t0
+        await asyncio.to_thread(write, result, out)
     return result
 
 

@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from bench.run import run_suites, write
+    from bench.run import run_suites
     from serving.commands.model_pull import pull
 
     model = str(pull())
@@ -39,7 +39,6 @@ def run_bench(args: argparse.Namespace) -> int:
     result = asyncio.run(
         run_suites(model, out, args.suites, sorted(set(args.concurrency)), args.repeats, args.max_tokens)
     )
-    write(result, out)
     print((out / "bench.md").read_text())
     print(f"written: {out}/bench.json, bench.md, *.png")
-    return 0
+    return 1 if result["errors"] else 0
