@@ -142,18 +142,31 @@ async def wait_for(run: Run, ok: Any, timeout_s: float, every_s: float = 1.0) ->
     return False
 
 
-def engine_cores(run: Run) -> dict[str, int]:
-    """The engine-core process of each in-process variant: the gateway's `EngineCore` children in
-    the order they were started (primary first, then the config's order, as `start_app` builds)."""
+_CORE = re.compile(
+    r"\(EngineCore pid=(\d+)\).*? Initializing a V1 LLM engine .*? with config: model='([^']+)'"
+)
+
+
+def engine_core(run: Run, name: str) -> int:
+    """The live engine-core process of in-process variant `name`: vLLM's engine core logs its pid
+    and model as it starts ("(EngineCore pid=N) ... Initializing a V1 LLM engine ... model='PATH'"
+    in the gateway's log); engines start in parallel, so the order of the processes says nothing."""
     import psutil
 
     assert run.gateway is not None
-    kids = [p for p in psutil.Process(run.gateway.pid).children(recursive=True) if "EngineCore" in p.name()]
-    kids.sort(key=lambda p: p.create_time())
-    local = [v.name for v in run.config.primary_first() if not v.remote]
-    if len(kids) != len(local):
-        raise RuntimeError(f"{len(kids)} engine-core processes for {len(local)} in-process variants")
-    return dict(zip(local, (p.pid for p in kids), strict=True))
+    variant = run.config.variant(name)
+    assert variant is not None
+    path = variant.model_path
+    if sum(v.model_path == path for v in run.config.variants) > 1:
+        raise RuntimeError(f"two variants serve {path}: cannot tell their engine cores apart")
+    text = (run.out / "gateway.log").read_text(errors="replace")
+    logged = [int(m.group(1)) for m in _CORE.finditer(text) if m.group(2) == path]
+    kids = psutil.Process(run.gateway.pid).children(recursive=True)
+    live = {p.pid for p in kids if "EngineCore" in p.name()}
+    found = [pid for pid in logged if pid in live]
+    if not found:
+        raise RuntimeError(f"no live engine-core process of {name} (logged {logged}, live {sorted(live)})")
+    return found[-1]
 
 
 def _ready(name: str, value: float) -> Any:
@@ -169,7 +182,7 @@ async def kill_and_restore(run: Run, victim: str) -> None:
     if variant.remote:
         await run.remote.kill(victim)
     else:
-        os.kill(engine_cores(run)[victim], signal.SIGKILL)
+        os.kill(engine_core(run, victim), signal.SIGKILL)
     run.events.killed_at = round(run.now(), 1)
     print(f"soak: killed {victim} at {run.events.killed_at} s", flush=True)
     run.events.not_ready_seen = await wait_for(run, _ready(victim, 0.0), 120, every_s=0.5)
