@@ -185,13 +185,14 @@ def _advance(bar: Any) -> Callable[[str], None]:
 
 
 async def _run(config: Config, probes: str, limit: int, out: Path) -> None:
-    from serving.app import start_app
+    from serving.app import start_app, start_concurrency
     from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
     from serving.probes.batch import run_gateway, write_outputs
     from serving.probes.facts import load_probe_set
     from serving.probes.report import format_table
 
-    _say(f"starting the gateway with {len(config.variants)} vLLM engines (one after another)")
+    n = start_concurrency(config)
+    _say(f"starting the gateway with {len(config.variants)} vLLM engines ({n} at once)")
     t0 = time.perf_counter()
     with _bar(len(config.variants), "engines started") as bar:
         app = await start_app(config, progress=_advance(bar))
