@@ -70,7 +70,7 @@ class EngineConfig:
     max_num_seqs: int = _f(32, "most sequences the engine batches at once")
     max_logprobs: int = _f(20, "largest top-k of logprobs the engine may return")
     seed: int = _f(0, "engine seed")
-    enforce_eager: bool = _f(False, "no torch.compile: faster start, slower decode (see docs/performance.md)")
+    enforce_eager: bool = _f(False, "no torch.compile: faster start, slower single-stream decode")
 
 
 @dataclass
