@@ -120,7 +120,9 @@ class ServerConfig:
     health_timeout_s: float = _f(5.0, "a health check slower than this counts as failed")
     max_engine_restarts: int = _f(5, "restarts in a row of a failed in-process engine before it stays down")
     engine_start_concurrency: int = _f(0, "in-process engines built at once at start (0 = one per CPU core)")
-    event_loop: str = _f("asyncio", "`driftgate serve`'s event loop: asyncio or uvloop (compared by make bench)")
+    event_loop: str = _f(
+        "asyncio", "`driftgate serve`'s event loop: asyncio or uvloop (compared by make bench)"
+    )
 
 
 @dataclass
