@@ -42,7 +42,7 @@ def requests_for(concurrency: int) -> int:
     return max(8, 4 * concurrency)
 
 
-def _loop(call: Call) -> Runner:
+def loop_runner(call: Call) -> Runner:
     async def run(concurrency: int, total: int) -> tuple[list[Sample], float]:
         return await closed_loop(call, concurrency, total)
 
@@ -129,12 +129,12 @@ async def run_doors(
         )
         runners: dict[str, Runner] = {
             "asyncllm-direct": lambda c, n: direct.run(c, n, max_tokens),
-            "driftgate-grpc": _loop(grpc_call(gw.stub, max_tokens, "dense")),
-            "driftgate-http": _loop(openai_call(session, gw.http_url, "dense", max_tokens)),
-            "vllm-serve-http": _loop(openai_call(session, server.url, "dense", max_tokens)),
-            "driftgate-remote-grpc": _loop(grpc_call(gw.stub, max_tokens, "remote")),
-            "driftgate-remote-http": _loop(openai_call(session, gw.http_url, "remote", max_tokens)),
-            "driftgate-remote-grpc-uvloop": _loop(grpc_call(uv.stub, max_tokens, "remote")),
+            "driftgate-grpc": loop_runner(grpc_call(gw.stub, max_tokens, "dense")),
+            "driftgate-http": loop_runner(openai_call(session, gw.http_url, "dense", max_tokens)),
+            "vllm-serve-http": loop_runner(openai_call(session, server.url, "dense", max_tokens)),
+            "driftgate-remote-grpc": loop_runner(grpc_call(gw.stub, max_tokens, "remote")),
+            "driftgate-remote-http": loop_runner(openai_call(session, gw.http_url, "remote", max_tokens)),
+            "driftgate-remote-grpc-uvloop": loop_runner(grpc_call(uv.stub, max_tokens, "remote")),
         }
         cells = await measure_cells(runners, concurrencies, repeats, log)
         log("  profiling the gateway (py-spy) under c=8 on driftgate-grpc")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients import DirectClient, grpc_call
-from bench.doors import Runner, _loop, measure_cells
+from bench.doors import Runner, loop_runner, measure_cells
 from bench.systems import engine_yaml, gateway
 from serving.config import load_config
 
@@ -44,7 +44,7 @@ async def _one(
         started = await asyncio.gather(gw.wait_ready(), direct.ready())
         runners: dict[str, Runner] = {
             "asyncllm-direct": lambda c, n: direct.run(c, n, max_tokens),
-            "driftgate-grpc": _loop(grpc_call(gw.stub, max_tokens)),
+            "driftgate-grpc": loop_runner(grpc_call(gw.stub, max_tokens)),
         }
         cells = await measure_cells(runners, concurrencies, repeats, lambda line: log(f"  [{name}]{line}"))
     return {"start_s": {"gateway": started[0], "asyncllm": started[1]}, "cells": [c.as_dict() for c in cells]}
