@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 
 from bench.load import Call, Sample
 from serving.engines.vllm_server import with_parent_death_signal
@@ -41,7 +40,7 @@ def grpc_call(stub: pb_grpc.GatewayStub, max_tokens: int, variant: str = "") -> 
                     ttft = time.perf_counter() - t0
                 if chunk.finished:
                     tokens = int(chunk.completion_tokens)
-        except grpc.aio.AioRpcError:
+        except Exception:  # a failed request is a sample, never a stray exception in the loop
             return Sample(time.perf_counter() - t0, 0.0, 0, ok=False)
         latency = time.perf_counter() - t0
         return Sample(latency, latency if ttft is None else ttft, tokens)
@@ -88,7 +87,7 @@ def openai_call(session: aiohttp.ClientSession, base_url: str, model: str, max_t
                         ttft = time.perf_counter() - t0
                     if event.get("usage"):
                         tokens = int(event["usage"]["completion_tokens"])
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except Exception:  # a failed request is a sample, never a stray exception in the loop
             return Sample(time.perf_counter() - t0, 0.0, 0, ok=False)
         latency = time.perf_counter() - t0
         return Sample(latency, latency if ttft is None else ttft, tokens)
@@ -117,9 +116,12 @@ class DirectClient:
             )
         return cls(process)
 
-    async def _line(self) -> dict[str, Any]:
+    async def _line(self, timeout_s: float) -> dict[str, Any]:
         assert self._process.stdout is not None
-        line = await self._process.stdout.readline()
+        try:
+            line = await asyncio.wait_for(self._process.stdout.readline(), timeout_s)
+        except TimeoutError:
+            raise RuntimeError(f"bench.direct did not answer within {timeout_s:.0f} s: see its log") from None
         if not line:
             raise RuntimeError(f"bench.direct exited with {await self._process.wait()}: see its log")
         parsed: dict[str, Any] = json.loads(line)
@@ -127,14 +129,14 @@ class DirectClient:
 
     async def ready(self) -> float:
         """Waits until the engine is built; returns its start seconds."""
-        return float((await self._line())["ready_s"])
+        return float((await self._line(900.0))["ready_s"])
 
     async def run(self, concurrency: int, total: int, max_tokens: int) -> tuple[list[Sample], float]:
         assert self._process.stdin is not None
         ask = {"concurrency": concurrency, "total": total, "max_tokens": max_tokens}
         self._process.stdin.write((json.dumps(ask) + "\n").encode())
         await self._process.stdin.drain()
-        answer = await self._line()
+        answer = await self._line(600.0)
         return [Sample(**s) for s in answer["samples"]], float(answer["seconds"])
 
     async def stop(self) -> None:

@@ -31,11 +31,14 @@ def _direct_call(llm: Any, max_tokens: int) -> Call:
         t0 = time.perf_counter()
         ttft = None
         tokens = 0
-        async for out in llm.generate({"prompt": prompt}, params, uuid.uuid4().hex):
-            o = out.outputs[0]
-            if ttft is None and o.text:
-                ttft = time.perf_counter() - t0
-            tokens += len(o.token_ids)
+        try:
+            async for out in llm.generate({"prompt": prompt}, params, uuid.uuid4().hex):
+                o = out.outputs[0]
+                if ttft is None and o.text:
+                    ttft = time.perf_counter() - t0
+                tokens += len(o.token_ids)
+        except Exception:  # a failed request is a sample, never a stray exception in the loop
+            return Sample(time.perf_counter() - t0, 0.0, 0, ok=False)
         latency = time.perf_counter() - t0
         return Sample(latency, latency if ttft is None else ttft, tokens)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.load import Cell, Spread, by_cell, paired_differences, paired_ratios
+from bench.load import Cell, Spread, by_cell, paired_differences, paired_ratios, spread
 
 RATIOS = (
     ("driftgate-grpc", "asyncllm-direct"),
@@ -91,17 +91,28 @@ def mirror_tables(result: dict[str, Any]) -> list[str]:
     tps = paired_ratios(cells, "tokens_per_s", "mirroring-on", "mirroring-off")
     for c in sorted(ttft):
         lines.append(f"| mirroring | {c} | {_s(ttft[c], 1, 3)} | {_s(p50[c], 1, 3)} | {_s(tps[c], 1, 3)} |")
-    lines += ["", "| CPU ms per request | c | gateway process | engine cores |", "| --- | --- | --- | --- |"]
-    groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    lines += [
+        "",
+        "| CPU (median) | c | gateway cores | engine cores | gateway ms/request, net of idle |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in result["cpu"]:
-        key = (row["system"], row["concurrency"])
-        groups.setdefault(key, []).append(
-            (row["gateway_cpu_s_per_request"], row["engines_cpu_s_per_request"])
-        )
+        groups.setdefault((row["system"], row["concurrency"]), []).append(row)
     for (system, c), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        gw = sorted(r[0] for r in rows)[len(rows) // 2]
-        eng = sorted(r[1] for r in rows)[len(rows) // 2]
-        lines.append(f"| {system} | {c} | {gw * 1e3:.1f} | {eng * 1e3:.1f} |")
+        med = {
+            k: spread([float(r[k]) for r in rows]).median for k in rows[0] if isinstance(rows[0][k], float)
+        }
+        lines.append(
+            f"| {system} | {c} | {med['gateway_cores']:.3f} | {med['engines_cores']:.2f} "
+            f"| {med['gateway_cpu_s_per_request'] * 1e3:.1f} |"
+        )
+    idle = result.get("idle_cores")
+    if idle:
+        lines += [
+            "",
+            f"Idle (no load): gateway {idle['gateway']:.3f} cores, engines {idle['engines']:.3f} cores.",
+        ]
     return lines
 
 

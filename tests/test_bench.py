@@ -91,7 +91,10 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "system": s,
             "concurrency": 1,
             "repeat": r,
-            "gateway_cpu_s_per_request": 0.01,
+            "window_s": 5.0,
+            "gateway_cores": 0.05,
+            "engines_cores": 1.7,
+            "gateway_cpu_s_per_request": 0.004,
             "engines_cpu_s_per_request": 0.2,
         }
         for s in ("mirroring-off", "mirroring-on")
@@ -115,7 +118,11 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "roofline_tok_s": 100.0,
         },
         "doors": {"start_s": {}, "cells": [c.as_dict() for c in cells]},
-        "mirror": {"cells": [c.as_dict() for c in mirror], "cpu": cpu},
+        "mirror": {
+            "cells": [c.as_dict() for c in mirror],
+            "cpu": cpu,
+            "idle_cores": {"gateway": 0.03, "engines": 0.1},
+        },
         "compress": [{"recipe": "gptq-w4a16", "wall_s": 30.0, "ratio_vs_source": 0.4}],
     }
     text = markdown(result)
@@ -123,6 +130,7 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
         assert heading in text
     assert "| driftgate-grpc / asyncllm-direct | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] |" in text
     assert "0.50 of the roofline" in text  # tpot 0.02 s -> 50 tok/s of 100
+    assert "| mirroring-on | 1 | 0.050 | 1.70 | 4.0 |" in text
     report.plot(report.cells_of(result["doors"]), tmp_path / "doors.png", "t")
     assert (tmp_path / "doors.png").stat().st_size > 1000
 

@@ -6,10 +6,12 @@ import asyncio
 import math
 import random
 from collections import Counter
+from collections.abc import AsyncGenerator, Sequence
 
 import pytest
 
 from serving.config import Config, Role, VariantConfig
+from serving.engines.base import Chunk, SamplingSpec
 from serving.errors import InvalidArgument, NotFound, Unavailable
 from serving.gateway import ChatMessage, Gateway, GenerateCall
 from serving.routing import pick_weighted, route, unit_interval
@@ -151,3 +153,37 @@ async def test_a_cancelled_primary_cancels_its_mirrored_copies() -> None:
     await asyncio.wait_for(gateway.mirror.drain(), 5)
     assert (primary.cancelled, shadow.cancelled, shadow.holding) == (1, 1, 0)
     assert [m.outcome for m in sink.mirrors] == ["dropped"]
+
+
+class IdsEngine(FakeEngine):
+    """Keeps the token ids each generation was handed, and counts tokenizations."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.ids: list[tuple[int, ...]] = []
+        self.encoded = self.encoded_before_generate = 0
+
+    def encode_prompt(self, prompt: str) -> tuple[int, ...]:
+        self.encoded += 1
+        return tuple(100 + i for i in range(len(prompt.split())))
+
+    def generate(
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
+    ) -> AsyncGenerator[Chunk, None]:
+        self.ids.append(tuple(prompt_token_ids))
+        self.encoded_before_generate = self.encoded
+        return super().generate(prompt, sampling, request_id, logprobs, prompt_token_ids)
+
+
+async def test_the_primary_gets_the_ids_the_gateway_tokenized_once() -> None:
+    gateway = Gateway(Config(variants=[VariantConfig(name="dense")]), ListSink())
+    engine = IdsEngine("dense")
+    gateway.attach("dense", engine)
+    await gateway.generate(GenerateCall(prompt="the capital of France is"))
+    assert engine.ids == [(100, 101, 102, 103, 104)]  # encode_prompt's ids, not re-derived
+    assert engine.encoded_before_generate == 1  # the gateway tokenized once, for the length check

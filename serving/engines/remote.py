@@ -242,7 +242,7 @@ class RemoteEngine:
         return len(await self.tokenize_async(prompt))
 
     def _completion_body(
-        self, prompt: str | list[int], sampling: SamplingSpec, request_id: str, logprobs: int | None
+        self, prompt: str, sampling: SamplingSpec, request_id: str, logprobs: int | None
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.served_model_name,
@@ -271,11 +271,12 @@ class RemoteEngine:
         logprobs: int | None = None,
         prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
-        """Streams the completion (the prompt sent as its token ids when given: the server does not
-        tokenize it again). Closing or cancelling the iteration closes the HTTP stream, which makes
-        the server abort the request."""
-        sent: str | list[int] = list(prompt_token_ids) if prompt_token_ids else prompt
-        body = self._completion_body(sent, sampling, request_id, logprobs)
+        """Streams the completion. Closing or cancelling the iteration closes the HTTP stream, which
+        makes the server abort the request. The prompt goes as text even when `prompt_token_ids`
+        are given: the local tokenizer (from `tokenizer_path`) may differ from the server's (another
+        transformers version, `--tokenizer`), and ids would then change the answer silently; text
+        costs the server one tokenization."""
+        body = self._completion_body(prompt, sampling, request_id, logprobs)
         stream = Stream(self.http_error)
         self._in_flight += 1
         try:
