@@ -57,13 +57,12 @@ def _answers() -> TextIO:
 async def _serve(model: str, cores: str) -> None:
     from bench.systems import engine_config
     from serving.config import VariantConfig
-    from serving.engines.vllm_engine import _build_async_llm, _scoped_env, engine_env
+    from serving.engines.vllm_engine import build_async_llm
 
     answers = _answers()
     variant = VariantConfig(name="direct", model=model, engine=engine_config(cores))
     t0 = time.perf_counter()
-    with _scoped_env(engine_env(variant)):
-        llm = _build_async_llm(variant)
+    llm = build_async_llm(variant)  # sets the engine's environment (cores, offline, compile cache)
     print(json.dumps({"ready_s": time.perf_counter() - t0}), file=answers, flush=True)
     loop = asyncio.get_running_loop()
     try:

@@ -136,23 +136,26 @@ def by_cell(cells: Sequence[Cell], figure: str) -> dict[tuple[str, int], Spread]
     return {k: spread(v) for k, v in groups.items()}
 
 
-def paired_ratios(cells: Sequence[Cell], figure: str, system: str, baseline: str) -> dict[int, Spread]:
-    """`figure` of `system` over `baseline`, pairing the two cells of the same repeat (they ran
-    back to back), per concurrency: a ratio from one run, not from two runs minutes apart."""
+def _pairs(
+    cells: Sequence[Cell], figure: str, system: str, baseline: str
+) -> dict[int, list[tuple[float, float]]]:
+    """(system's, baseline's) `figure` of the same repeat, per concurrency (the two ran back to back)."""
     index = {(c.system, c.concurrency, c.repeat): float(getattr(c, figure)) for c in cells}
-    out: dict[int, list[float]] = {}
-    for (s, conc, rep), value in index.items():
-        base = index.get((baseline, conc, rep))
-        if s == system and base:
-            out.setdefault(conc, []).append(value / base)
-    return {k: spread(v) for k, v in sorted(out.items())}
+    out: dict[int, list[tuple[float, float]]] = {}
+    for (s, conc, rep), value in sorted(index.items()):
+        if s == system and (baseline, conc, rep) in index:
+            out.setdefault(conc, []).append((value, index[(baseline, conc, rep)]))
+    return out
+
+
+def paired_ratios(cells: Sequence[Cell], figure: str, system: str, baseline: str) -> dict[int, Spread]:
+    """`figure` of `system` over `baseline`, pairing the two cells of the same repeat, per
+    concurrency: a ratio from one run, not from two runs minutes apart (a zero baseline is skipped)."""
+    pairs = _pairs(cells, figure, system, baseline).items()
+    ratios = {c: [v / b for v, b in ps if b] for c, ps in pairs}
+    return {c: spread(r) for c, r in ratios.items() if r}
 
 
 def paired_differences(cells: Sequence[Cell], figure: str, system: str, baseline: str) -> dict[int, Spread]:
     """`figure` of `system` minus `baseline`, paired by repeat (e.g. added latency, seconds)."""
-    index = {(c.system, c.concurrency, c.repeat): float(getattr(c, figure)) for c in cells}
-    out: dict[int, list[float]] = {}
-    for (s, conc, rep), value in index.items():
-        if s == system and (baseline, conc, rep) in index:
-            out.setdefault(conc, []).append(value - index[(baseline, conc, rep)])
-    return {k: spread(v) for k, v in sorted(out.items())}
+    return {c: spread([v - b for v, b in ps]) for c, ps in _pairs(cells, figure, system, baseline).items()}

@@ -155,7 +155,7 @@ class _SpawnScope:
         self.release()
 
 
-def _build_async_llm(variant: VariantConfig) -> Any:
+def build_async_llm(variant: VariantConfig) -> Any:
     """Imports vLLM and builds the `AsyncLLM` (blocking for a minute or more: run it in a thread).
     Only the part up to the start of the engine-core process is serialized (`_SpawnScope`)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -200,10 +200,10 @@ class VllmEngine:
     @classmethod
     async def start(cls, variant: VariantConfig) -> VllmEngine:
         """Builds the engine (spawns vLLM's engine-core process with this variant's CPU settings);
-        several may be built at once (see `_build_async_llm`)."""
+        several may be built at once (see `build_async_llm`)."""
         e = variant.engine
         log.info("starting vLLM engine %s on %s (cores %s)", variant.name, variant.model_path, e.cpu_cores)
-        llm = await asyncio.to_thread(_build_async_llm, variant)
+        llm = await asyncio.to_thread(build_async_llm, variant)
         engine = cls(variant.name, llm, e.max_model_len)
         del llm  # the engine owns it: `shutdown` drops it so AsyncLLM.__del__ never runs at exit
         engine._start_output_handler()
