@@ -68,6 +68,17 @@ class FakeEngine:
         return None
 
 
+class OwnedFake(FakeEngine):
+    """A fake that records whether it was shut down."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.shut = False
+
+    async def shutdown(self) -> None:
+        self.shut = True
+
+
 class _Wrapper:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner

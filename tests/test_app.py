@@ -17,20 +17,9 @@ from serving.engines.base import Engine
 from serving.errors import ConfigError
 from serving.gateway import GenerateCall
 from tests.conftest import dense_variant
-from tests.fakes import FakeEngine
+from tests.fakes import OwnedFake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-class OwnedFake(FakeEngine):
-    """A fake that records whether it was shut down."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.shut = False
-
-    async def shutdown(self) -> None:
-        self.shut = True
 
 
 def _config(*variants: VariantConfig) -> Config:

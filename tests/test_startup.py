@@ -15,16 +15,7 @@ from serving.app import start_app, start_concurrency
 from serving.config import Config, Role, ServerConfig, VariantConfig
 from serving.engines.base import Engine
 from serving.engines.vllm_engine import _SPAWN_LOCK, _SpawnScope
-from tests.fakes import FakeEngine
-
-
-class OwnedFake(FakeEngine):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.shut = False
-
-    async def shutdown(self) -> None:
-        self.shut = True
+from tests.fakes import OwnedFake
 
 
 def _config(n_shadows: int, concurrency: int) -> Config:
