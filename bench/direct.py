@@ -1,6 +1,6 @@
 """The no-gateway baseline: vLLM's `AsyncLLM` driven by a closed loop in its own process.
 
-`python -m bench.direct MODEL CORES` builds the engine with the same settings as the gateway's
+`python -m bench.direct MODEL CORES [PRELOAD]` builds the engine with the same settings as the gateway's
 in-process engine (`bench.systems.engine_config`), prints `{"ready_s": …}`, then answers each JSON
 line on stdin (`{"concurrency", "total", "max_tokens"}`) with one JSON line of samples. It exits
 when stdin closes.
@@ -54,13 +54,13 @@ def _answers() -> TextIO:
     return out
 
 
-async def _serve(model: str, cores: str) -> None:
+async def _serve(model: str, cores: str, preload: str) -> None:
     from bench.systems import engine_config
-    from serving.config import VariantConfig
+    from serving.config import Preload, VariantConfig
     from serving.engines.vllm_engine import build_async_llm
 
     answers = _answers()
-    variant = VariantConfig(name="direct", model=model, engine=engine_config(cores))
+    variant = VariantConfig(name="direct", model=model, engine=engine_config(cores, Preload(preload)))
     t0 = time.perf_counter()
     llm = build_async_llm(variant)  # sets the engine's environment (cores, offline, compile cache)
     print(json.dumps({"ready_s": time.perf_counter() - t0}), file=answers, flush=True)
@@ -79,4 +79,4 @@ async def _serve(model: str, cores: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve(sys.argv[1], sys.argv[2]))
+    asyncio.run(_serve(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "none"))

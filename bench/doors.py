@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.added import Recorder
 from bench.clients import DirectClient, grpc_call, openai_call
 from bench.load import Call, Cell, Sample, closed_loop, summarize
 from bench.profile import profile_gateway
@@ -35,6 +36,11 @@ from bench.systems import Gateway, engine_yaml, gateway
 from serving.engines.vllm_server import free_port, running_server, server_command, wait_healthy
 
 Runner = Callable[[int, int], Awaitable[tuple[list[Sample], float]]]
+
+
+SETTLE_S = 1.5
+"""Pause before each cell: vLLM's worker busy-polls for 1 s after its last step (shm_broadcast's
+SpinCondition) before it sleeps, so the previous system must not spin into the next cell."""
 
 
 def requests_for(concurrency: int) -> int:
@@ -55,19 +61,29 @@ def rotated(items: Sequence[str], k: int) -> list[str]:
 
 
 async def measure_cells(
-    runners: dict[str, Runner], concurrencies: Sequence[int], repeats: int, log: Callable[[str], None]
+    runners: dict[str, Runner],
+    concurrencies: Sequence[int],
+    repeats: int,
+    log: Callable[[str], None],
+    after: Callable[[Cell | None], Awaitable[None]] | None = None,
 ) -> list[Cell]:
-    """Warms every system up, then runs the interleaved, rotated grid."""
+    """Warms every system up, then runs the interleaved, rotated grid; `after` is awaited once
+    after the warm-up (with None) and after every cell."""
     for run in runners.values():
         await run(4, 8)
+    if after:
+        await after(None)
     cells: list[Cell] = []
     names = list(runners)
     for rep in range(repeats):
         for c in concurrencies:
             for name in rotated(names, rep + c):
+                await asyncio.sleep(SETTLE_S)
                 samples, seconds = await runners[name](c, requests_for(c))
                 cell = summarize(name, c, rep, samples, seconds)
                 cells.append(cell)
+                if after:
+                    await after(cell)
                 log(
                     f"  r{rep} c={c:<2} {name:<22} {cell.tokens_per_s:7.1f} tok/s  "
                     f"ttft p50 {cell.ttft_p50_s * 1e3:6.1f} ms  e2e p50 {cell.latency_p50_s * 1e3:7.1f} ms  "
@@ -92,6 +108,17 @@ def _gateway_variants(model: str, vllm_url: str) -> list[dict[str, Any]]:
 def _remote_only(model: str, vllm_url: str) -> list[dict[str, Any]]:
     remote = _gateway_variants(model, vllm_url)[1]
     return [{**remote, "role": "primary", "weight": 1.0}]
+
+
+def _added_labels(gw: Gateway, uv: Gateway) -> dict[str, tuple[str, tuple[str, str]]]:
+    """Where each gateway system's added latency is: its gateway's /metrics and (variant, door)."""
+    return {
+        "driftgate-grpc": (gw.metrics_url, ("dense", "grpc")),
+        "driftgate-http": (gw.metrics_url, ("dense", "http")),
+        "driftgate-remote-grpc": (gw.metrics_url, ("remote", "grpc")),
+        "driftgate-remote-http": (gw.metrics_url, ("remote", "http")),
+        "driftgate-remote-grpc-uvloop": (uv.metrics_url, ("remote", "grpc")),
+    }
 
 
 async def run_doors(
@@ -136,12 +163,14 @@ async def run_doors(
             "driftgate-remote-http": loop_runner(openai_call(session, gw.http_url, "remote", max_tokens)),
             "driftgate-remote-grpc-uvloop": loop_runner(grpc_call(uv.stub, max_tokens, "remote")),
         }
-        cells = await measure_cells(runners, concurrencies, repeats, log)
+        recorder = Recorder(session, _added_labels(gw, uv))
+        cells = await measure_cells(runners, concurrencies, repeats, log, recorder)
         log("  profiling the gateway (py-spy) under c=8 on driftgate-grpc")
         call = grpc_call(gw.stub, max_tokens, "dense")
         profile = await profile_gateway(gw.process.pid, workdir.parent, lambda: closed_loop(call, 8, 16))
     return {
         "start_s": {"vllm_serve": started[0], "gateway": started[1], "asyncllm": started[2]},
         "cells": [c.as_dict() for c in cells],
+        "added": recorder.records,
         "profile": profile,
     }

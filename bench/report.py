@@ -81,6 +81,39 @@ def added_table(cells: Sequence[Cell], pairs: Sequence[tuple[str, str]] = ADDED)
     return lines
 
 
+def added_server_lines(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The gateway's own span minus the engine's (`driftgate_gateway_added_seconds`), per cell."""
+    from bench.added import medians
+
+    if not records:
+        return ["(no gateway-added latency recorded)"]
+    lines = [
+        "| gateway-added (server side), medians of repeats | c | first p50 ms | first p99 ms "
+        "| first ≤ 1 ms | first ≤ 5 ms | last p50 ms | last p99 ms | last ≤ 5 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    figures = {
+        (phase, field): medians(records, phase, field)
+        for phase in ("first", "total")
+        for field in ("p50_s", "p99_s", "share_le_1ms", "share_le_5ms")
+    }
+    for key in sorted(figures[("first", "p50_s")], key=lambda k: (k[1], k[0])):
+        ms = [
+            figures[(ph, f)].get(key, float("nan")) * 1e3
+            for ph, f in (("first", "p50_s"), ("first", "p99_s"))
+        ]
+        last = [figures[("total", f)].get(key, float("nan")) * 1e3 for f in ("p50_s", "p99_s")]
+        shares = [
+            figures[(ph, f)].get(key, float("nan"))
+            for ph, f in (("first", "share_le_1ms"), ("first", "share_le_5ms"), ("total", "share_le_5ms"))
+        ]
+        lines.append(
+            f"| {key[0]} | {key[1]} | {ms[0]:.2f} | {ms[1]:.2f} | {shares[0]:.0%} | {shares[1]:.0%} "
+            f"| {last[0]:.2f} | {last[1]:.2f} | {shares[2]:.0%} |"
+        )
+    return lines
+
+
 def mirror_tables(result: dict[str, Any]) -> list[str]:
     cells = cells_of(result)
     lines = [*figures_table(cells), ""]
@@ -144,6 +177,31 @@ def variants_table(variants: dict[str, Any]) -> list[str]:
                 f"| {name} | {c} | {_s(tps[('asyncllm-direct', c)])} | {_s(tps[('driftgate-grpc', c)])} "
                 f"| {_s(ratio[c], 1, 3)} |"
             )
+    return lines
+
+
+def preload_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]:
+    from bench.preload import RATIOS
+
+    cells = cells_of(result)
+    lines = [f"Engine start: {', '.join(f'{k} {v:.0f} s' for k, v in result['start_s'].items())}", ""]
+    lines += [*figures_table(cells), "", *ratio_table(cells, RATIOS)]
+    tpot = by_cell(cells, "tpot_p50_s")
+    for (system, c), t in sorted(tpot.items()):
+        if c == 1 and t.median > 0 and roof:
+            rate = 1.0 / t.median
+            lines.append(
+                f"- {system}, c=1: decode {rate:.1f} tok/s = {rate / roof['roofline_tok_s']:.2f} of the roofline"
+            )
+    return lines
+
+
+def startup_lines(result: dict[str, Any]) -> list[str]:
+    lines = ["| start | all SERVING s | engines | slowest engine ready s |", "| --- | --- | --- | --- |"]
+    for name, run in result.items():
+        ready = run.get("ready_s", {})
+        slowest = max(ready.values()) if ready else float("nan")
+        lines.append(f"| {name} | {run['all_serving_s']:.0f} | {len(run['variants'])} | {slowest:.0f} |")
     return lines
 
 

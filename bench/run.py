@@ -3,7 +3,9 @@
 
 Suites: `roofline` (bandwidth, measured first on an idle box), `doors` (gateway cost: AsyncLLM,
 vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on),
-`variants` (each demo variant in the gateway vs bare AsyncLLM), `compress` (compression wall time per demo recipe, from the variants' manifests).
+`variants` (each demo variant in the gateway vs bare AsyncLLM), `preload` (tcmalloc and Intel
+OpenMP preloaded into the engine, vLLM's CPU advice), `startup` (cold and warm start of the demo
+config), `compress` (compression wall time per demo recipe, from the variants' manifests).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any
 
 from bench import report
 
-SUITES = ("roofline", "doors", "mirror", "variants", "compress")
+SUITES = ("roofline", "doors", "mirror", "variants", "preload", "startup", "compress")
 SUITE_DOCS = {
     "roofline": "read bandwidth and the single-stream decode roofline",
     "doors": "AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP",
     "mirror": "one twin shadow, sample rate 0 vs 1",
     "variants": "every demo variant in the gateway vs bare AsyncLLM",
+    "preload": "AsyncLLM with tcmalloc / Intel OpenMP preloaded vs vLLM's default",
+    "startup": "configs/demo.yaml cold, warm and warm with enforce_eager, to all engines SERVING",
     "compress": "compression wall time per demo recipe (manifests)",
 }
 
@@ -78,6 +82,7 @@ def markdown(result: dict[str, Any]) -> str:
         cells = report.cells_of(result["doors"])
         out += ["", "## Gateway cost", "", f"Engine start: {json.dumps(result['doors']['start_s'])}", ""]
         out += [*report.figures_table(cells), "", *report.ratio_table(cells), "", *report.added_table(cells)]
+        out += ["", *report.added_server_lines(result["doors"].get("added", []))]
         out += ["", "### Gateway profile", "", *report.profile_lines(result["doors"].get("profile", {}))]
     if "mirror" in result:
         out += ["", "## Mirroring one shadow (primary core 0, shadow core 1)", ""]
@@ -89,6 +94,11 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             *report.variants_table(result["variants"]),
         ]
+    if "preload" in result:
+        out += ["", "## Engine preloads (AsyncLLM, cores 0-1)", ""]
+        out += report.preload_lines(result["preload"], result.get("roofline"))
+    if "startup" in result:
+        out += ["", "## Start-up of configs/demo.yaml", "", *report.startup_lines(result["startup"])]
     if "compress" in result:
         out += ["", "## Compression", "", "| recipe | wall s | size vs source |", "| --- | --- | --- |"]
         out += [
@@ -107,7 +117,9 @@ def _suite_runners(
 ) -> dict[str, Callable[[], Awaitable[Any]]]:
     from bench.doors import run_doors
     from bench.mirroring import run_mirroring
+    from bench.preload import run_preload
     from bench.roofline import roofline
+    from bench.startup import run_startup
     from bench.variants import run_variants
 
     logs = out / "logs"
@@ -124,6 +136,8 @@ def _suite_runners(
         "doors": lambda: run_doors(model, logs, concurrencies, repeats, max_tokens, log),
         "mirror": lambda: run_mirroring(model, logs, mirror_c, repeats, max_tokens, log),
         "variants": lambda: run_variants(logs, variant_c, repeats, max_tokens, log),
+        "preload": lambda: run_preload(model, logs, variant_c, repeats, max_tokens, log),
+        "startup": lambda: run_startup(logs, log),
         "compress": compress,
     }
 

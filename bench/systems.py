@@ -24,15 +24,17 @@ from typing import Any
 import grpc
 import yaml
 
-from serving.config import EngineConfig
+from serving.config import EngineConfig, Preload
 from serving.engines.vllm_server import free_port, with_parent_death_signal
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 
 
-def engine_config(cores: str) -> EngineConfig:
+def engine_config(cores: str, preload: Preload = Preload.NONE) -> EngineConfig:
     """The engine settings of every system in the bench (bf16, 1 GiB KV, 32 sequences)."""
-    return EngineConfig(max_model_len=1024, kv_cache_gib=1.0, cpu_cores=cores, max_num_seqs=32)
+    return EngineConfig(
+        max_model_len=1024, kv_cache_gib=1.0, cpu_cores=cores, max_num_seqs=32, preload=preload
+    )
 
 
 def engine_yaml(cores: str, **extra: Any) -> dict[str, Any]:
@@ -47,15 +49,19 @@ def engine_yaml(cores: str, **extra: Any) -> dict[str, Any]:
 
 
 def gateway_yaml(
-    variants: list[dict[str, Any]], grpc_port: int, http_port: int, event_loop: str = "asyncio"
+    variants: list[dict[str, Any]],
+    grpc_port: int,
+    http_port: int,
+    event_loop: str = "asyncio",
+    metrics_port: int = -1,
 ) -> dict[str, Any]:
-    """A gateway config: the given variants, no metrics port, teacher-forced comparison on."""
+    """A gateway config: the given variants, teacher-forced comparison on."""
     return {
         "server": {
             "host": "127.0.0.1",
             "grpc_port": grpc_port,
             "http_port": http_port,
-            "metrics_port": -1,
+            "metrics_port": metrics_port,
             "max_concurrent_requests": 512,
             "event_loop": event_loop,
         },
@@ -72,6 +78,7 @@ class Gateway:
     grpc_target: str
     http_url: str
     channel: grpc.aio.Channel
+    metrics_url: str
 
     @property
     def stub(self) -> pb_grpc.GatewayStub:
@@ -107,8 +114,10 @@ async def gateway(
 ) -> AsyncIterator[Gateway]:
     """Starts `driftgate serve` on a config with `variants` (log and config in `workdir`); stops it
     with SIGTERM (then SIGKILL) on exit."""
-    grpc_port, http_port = free_port(), free_port()
-    config = _write_config(workdir, name, gateway_yaml(variants, grpc_port, http_port, event_loop))
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    config = _write_config(
+        workdir, name, gateway_yaml(variants, grpc_port, http_port, event_loop, metrics_port)
+    )
     with (workdir / f"{name}.log").open("ab") as log:
         command = [sys.executable, "-m", "serving.commands.main", "serve", "--config", str(config)]
         process = await asyncio.create_subprocess_exec(
@@ -121,7 +130,13 @@ async def gateway(
     target = f"127.0.0.1:{grpc_port}"
     channel = grpc.aio.insecure_channel(target)
     try:
-        yield Gateway(process, target, f"http://127.0.0.1:{http_port}", channel)
+        yield Gateway(
+            process,
+            target,
+            f"http://127.0.0.1:{http_port}",
+            channel,
+            f"http://127.0.0.1:{metrics_port}/metrics",
+        )
     finally:
         await channel.close()
         if process.returncode is None:

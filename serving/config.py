@@ -39,6 +39,14 @@ class Role(StrEnum):
     SHADOW = "shadow"
 
 
+class Preload(StrEnum):
+    """Libraries preloaded into a vLLM engine's processes (see `serving.engines.preload`)."""
+
+    NONE = "none"
+    TCMALLOC = "tcmalloc"
+    TCMALLOC_IOMP = "tcmalloc+iomp"
+
+
 def expand_path(value: str) -> str:
     """Expands ~, $VARS and ${DRIFTGATE_HOME} (defaulted) in a configured path."""
     env = {"DRIFTGATE_HOME": str(driftgate_home()), **os.environ}
@@ -71,6 +79,7 @@ class EngineConfig:
     max_logprobs: int = _f(20, "largest top-k of logprobs the engine may return")
     seed: int = _f(0, "engine seed")
     enforce_eager: bool = _f(False, "no torch.compile: faster start, slower single-stream decode")
+    preload: Preload = _f(Preload.NONE, "LD_PRELOAD of the engine: none | tcmalloc | tcmalloc+iomp")
 
 
 @dataclass

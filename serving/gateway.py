@@ -27,7 +27,8 @@ from serving.generation import Accumulator, stream_generation
 from serving.mirror import AnswerHook, Mirror, MirrorJob
 from serving.requests import ChatMessage, GenerateCall, check_input, sampling_spec
 from serving.routing import route
-from serving.stats import LATENCY_BUCKETS, FanoutSink, Sink
+from serving.span import Span
+from serving.stats import LATENCY_BUCKETS, FanoutSink, OverheadStats, Sink
 
 __all__ = ["ChatMessage", "Gateway", "GenerateCall", "Reply", "StreamEvent", "VariantInfo"]
 
@@ -178,9 +179,12 @@ class Gateway:
             self._idle.set()
 
     async def stream(self, call: GenerateCall) -> AsyncGenerator[StreamEvent, None]:
-        """Answers `call` as text deltas; the last event carries the summary."""
+        """Answers `call` as text deltas; the last event carries the summary. The latency the
+        gateway added (`serving.span`) is reported once the caller has taken the last event."""
+        span = Span(time.perf_counter() if call.received_at is None else call.received_at)
         self._admit(call)
         job: MirrorJob | None = None
+        reply: Reply | None = None
         try:
             variant = self._choose(call)
             engine = self._engines[variant.name]
@@ -192,14 +196,17 @@ class Gateway:
             job = self.mirror.start(prompt, sampling) if variant.role is Role.PRIMARY else None
             acc = Accumulator()
             logprobs = self.mirror.logprobs if job else None
+            span.called()
             gen = stream_generation(
                 engine, variant, prompt, sampling, self._sink, uuid.uuid4().hex, logprobs, ids
             )
             async with aclosing(gen) as chunks:
                 async for chunk in chunks:
+                    span.output(chunk.finished)
                     acc.add(chunk)
                     if not chunk.finished:
                         yield StreamEvent(chunk.text)
+                        span.delivered()
             done = acc.result()
             self.mirror.answered(variant.name, prompt, done.answer.text, None)
             if job:
@@ -218,6 +225,13 @@ class Gateway:
             if job:
                 job.primary_failed()  # no-op when the primary answered
             self._release(call)
+            if reply is not None:
+                self._report_added(span, call, reply.variant)
+
+    def _report_added(self, span: Span, call: GenerateCall, variant: str) -> None:
+        added = span.added(time.perf_counter())
+        if added is not None:
+            self._sink.overhead(OverheadStats(variant, call.door, *added))
 
     async def generate(self, call: GenerateCall) -> Reply:
         async with aclosing(self.stream(call)) as events:

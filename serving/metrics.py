@@ -1,7 +1,7 @@
 """Turns the gateway's stats records into `driftgate_*` Prometheus series.
 
 Labels are bounded: `variant` (from the config), `role` (3 values), `code` (gRPC status names),
-`outcome` (4), `match` (2), `relation` (from the probe file), `direction` (2).
+`outcome` (4), `match` (2), `door` (2), `phase` (2), `relation` (from the probe file), `direction` (2).
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from serving.config import TlsConfig, VariantConfig
 from serving.drift_book import OUTCOMES
 from serving.gate.verdict import VariantVerdict, Verdict
-from serving.stats import LATENCY_BUCKETS, MirrorStats, ProbeStats, RequestStats
+from serving.stats import LATENCY_BUCKETS, MirrorStats, OverheadStats, ProbeStats, RequestStats
 
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 POSITION_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+"""Gateway-added latency bounds (s): 1 ms and 5 ms are bounds, so the p50/p99 targets read exactly."""
+DOORS = ("grpc", "http")
+PHASES = ("first", "total")
 KL_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30)
 
 
@@ -63,6 +67,14 @@ class PrometheusSink:
         )
         self.prompt_tokens = Counter("driftgate_prompt_tokens", "Prompt tokens processed.", vr, registry=r)
         self.generated_tokens = Counter("driftgate_generated_tokens", "Tokens generated.", vr, registry=r)
+        self.added = _histogram(
+            "driftgate_gateway_added_seconds",
+            "Latency the gateway added to an answered request: its span minus the engine's, to the "
+            "first (phase=first) and the last (phase=total) event.",
+            ("variant", "door", "phase"),
+            OVERHEAD_BUCKETS,
+            r,
+        )
         self.in_flight_gauge = Gauge(
             "driftgate_requests_in_flight", "Generations running now.", ["variant"], registry=r
         )
@@ -210,6 +222,10 @@ class PrometheusSink:
         for metric in (self.latency, self.ttft, self.itl, self.prompt_tokens, self.generated_tokens):
             metric.labels(v.name, role)
         self.in_flight_gauge.labels(v.name)
+        if role != "shadow":
+            for door in DOORS:
+                for phase in PHASES:
+                    self.added.labels(v.name, door, phase)
         self.ready_gauge.labels(v.name)
         self.unfinished_gauge.labels(v.name)
         for to in ("ready", "not_ready"):
@@ -236,6 +252,10 @@ class PrometheusSink:
             itl.observe(gap)
         self.prompt_tokens.labels(*labels).inc(stats.prompt_tokens)
         self.generated_tokens.labels(*labels).inc(stats.completion_tokens)
+
+    def overhead(self, stats: OverheadStats) -> None:
+        self.added.labels(stats.variant, stats.door, "first").observe(stats.first_s)
+        self.added.labels(stats.variant, stats.door, "total").observe(stats.total_s)
 
     def in_flight(self, variant: str, delta: int) -> None:
         self.in_flight_gauge.labels(variant).inc(delta)

@@ -36,6 +36,10 @@ class GenerateCall:
     messages: tuple[ChatMessage, ...] = ()
     caller: str = ""
     """The API key's name ("" when authentication is off): per-key concurrency counts by it."""
+    door: str = "internal"
+    """Where the request came in: grpc | http | internal (labels the gateway's added latency)."""
+    received_at: float | None = None
+    """`time.perf_counter()` when the door received it (default: when the gateway did)."""
 
 
 def _utf8_len(text: str) -> int:

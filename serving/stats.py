@@ -24,6 +24,17 @@ class RequestStats:
 
 
 @dataclass(frozen=True)
+class OverheadStats:
+    """What the gateway added to one answered request: its own span (door received it → door took
+    the first / last event) minus the engine's (engine called → first / last output)."""
+
+    variant: str
+    door: str
+    first_s: float
+    total_s: float
+
+
+@dataclass(frozen=True)
 class MirrorStats:
     """The outcome of one mirrored copy: compared, dropped, error or timeout."""
 
@@ -52,6 +63,7 @@ class Sink(Protocol):
 
     def request(self, stats: RequestStats) -> None: ...
     def in_flight(self, variant: str, delta: int) -> None: ...
+    def overhead(self, stats: OverheadStats) -> None: ...
     def mirror(self, stats: MirrorStats) -> None: ...
     def probe(self, stats: ProbeStats) -> None: ...
     def ready(self, variant: str, ready: bool) -> None: ...
@@ -75,6 +87,10 @@ class FanoutSink:
     def in_flight(self, variant: str, delta: int) -> None:
         for sink in self.sinks:
             sink.in_flight(variant, delta)
+
+    def overhead(self, stats: OverheadStats) -> None:
+        for sink in self.sinks:
+            sink.overhead(stats)
 
     def mirror(self, stats: MirrorStats) -> None:
         for sink in self.sinks:
@@ -107,6 +123,7 @@ class ListSink:
 
     requests: list[RequestStats] = field(default_factory=list)
     mirrors: list[MirrorStats] = field(default_factory=list)
+    overheads: list[OverheadStats] = field(default_factory=list)
     probes: list[ProbeStats] = field(default_factory=list)
     in_flight_now: dict[str, int] = field(default_factory=dict)
     readiness: list[tuple[str, bool]] = field(default_factory=list)
@@ -119,6 +136,9 @@ class ListSink:
 
     def in_flight(self, variant: str, delta: int) -> None:
         self.in_flight_now[variant] = self.in_flight_now.get(variant, 0) + delta
+
+    def overhead(self, stats: OverheadStats) -> None:
+        self.overheads.append(stats)
 
     def mirror(self, stats: MirrorStats) -> None:
         self.mirrors.append(stats)

@@ -124,10 +124,24 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "idle_cores": {"gateway": 0.03, "engines": 0.1},
         },
         "compress": [{"recipe": "gptq-w4a16", "wall_s": 30.0, "ratio_vs_source": 0.4}],
+        "preload": {
+            "start_s": {"preload-none": 60.0, "preload-tcmalloc": 50.0},
+            "cells": [
+                _cell(s, 1, r, 30.0 * k, 1.0).as_dict()
+                for s, k in (("preload-none", 1.0), ("preload-tcmalloc", 1.1))
+                for r in range(3)
+            ],
+        },
+        "startup": {
+            "cold": {"all_serving_s": 456.2, "variants": ["a", "b"], "ready_s": {"a": 200.0, "b": 450.0}},
+            "warm": {"all_serving_s": 250.0, "variants": ["a", "b"], "ready_s": {"a": 100.0, "b": 240.0}},
+        },
     }
     text = markdown(result)
-    for heading in ("## Roofline", "## Gateway cost", "## Mirroring", "## Compression"):
+    for heading in ("## Roofline", "## Gateway cost", "## Mirroring", "## Engine preloads", "## Start-up"):
         assert heading in text
+    assert "| preload-tcmalloc / preload-none | 1.100 [1.100–1.100] |" in text
+    assert "| cold | 456 | 2 | 450 |" in text and "| warm | 250 | 2 | 240 |" in text
     assert "| driftgate-grpc / asyncllm-direct | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] |" in text
     assert "0.50 of the roofline" in text  # tpot 0.02 s -> 50 tok/s of 100
     assert "| mirroring-on | 1 | 0.050 | 1.70 | 4.0 |" in text
@@ -159,3 +173,54 @@ def test_top_frames_folds_collapsed_stacks() -> None:
     assert top["handle"] == pytest.approx((0.1, 0.4))
     assert "main" not in top  # no self time
     assert top_frames("") == []
+
+
+def test_engine_preload_values() -> None:
+    from serving.config import Preload
+    from serving.engines.preload import preload_value
+    from serving.errors import ConfigError
+
+    gomp = "/v/torch/lib/libgomp.so.1"
+    tc, iomp = "/usr/lib/libtcmalloc_minimal.so.4", "/v/lib/libiomp5.so"
+    assert preload_value(Preload.NONE, gomp, tc, iomp) == gomp
+    assert preload_value(Preload.TCMALLOC, gomp, tc, iomp) == f"{tc}:{gomp}"
+    assert preload_value(Preload.TCMALLOC_IOMP, f"/x/a.so {gomp}", tc, iomp) == f"{tc}:{iomp}:/x/a.so"
+    assert preload_value(Preload.TCMALLOC, f"{tc}:{gomp}", tc, iomp) == f"{tc}:{gomp}"  # not twice
+    with pytest.raises(ConfigError, match="libtcmalloc-minimal4"):
+        preload_value(Preload.TCMALLOC, "", None, iomp)
+    with pytest.raises(ConfigError, match="intel-openmp"):
+        preload_value(Preload.TCMALLOC_IOMP, "", tc, None)
+
+
+def test_added_latency_from_a_real_registry_between_two_scrapes() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bench import added
+    from serving.config import VariantConfig
+    from serving.metrics import PrometheusSink
+    from serving.stats import OverheadStats
+
+    registry = CollectorRegistry()
+    sink = PrometheusSink(registry, [VariantConfig(name="dense")])
+    sink.overhead(OverheadStats("dense", "grpc", 0.2, 0.2))  # before the cell: not counted
+    before = added.parse(generate_latest(registry).decode())
+    for first in [0.0004] * 60 + [0.0015] * 30 + [0.004] * 9 + [0.03]:
+        sink.overhead(OverheadStats("dense", "grpc", first, first * 2))
+    sink.overhead(OverheadStats("dense", "http", 0.5, 0.5))  # another door: another key
+    after = added.parse(generate_latest(registry).decode())
+    record = added.cell_record("driftgate-grpc", 8, 0, ("dense", "grpc"), after, before)
+    first, total = record["first"], record["total"]
+    assert first["count"] == 100 and first["share_le_1ms"] == 0.6 and first["share_le_5ms"] == 0.99
+    assert first["p50_s"] == pytest.approx(0.00025 + 0.00025 * 50 / 60)  # rank 50 of the 60 in (0.25, 0.5] ms
+    assert 0.002 < first["p99_s"] <= 0.005
+    assert total["share_le_1ms"] == 0.6 and total["share_le_5ms"] == 0.9
+    lines = report.added_server_lines([record, {**record, "repeat": 1}])
+    assert lines[2].startswith("| driftgate-grpc | 8 | 0.46 |") and "| 60% | 99% |" in lines[2]
+
+
+def test_quantile_edges() -> None:
+    from bench.added import quantile
+
+    assert math.isnan(quantile(0.5, []))
+    assert quantile(0.5, [(0.001, 0.0), (0.002, 10.0), (math.inf, 10.0)]) == pytest.approx(0.0015)
+    assert quantile(0.99, [(0.001, 1.0), (math.inf, 10.0)]) == 0.001  # rank in +Inf: the last bound

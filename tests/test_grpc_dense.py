@@ -178,6 +178,29 @@ async def test_metrics_count_requests_and_tokens(app: App, stub: pb_grpc.Gateway
     assert _sample(app, "driftgate_requests_in_flight", {"variant": "dense"}) == 0
 
 
+async def test_metrics_show_what_the_gateway_adds_apart_from_the_engine(
+    app: App, stub: pb_grpc.GatewayStub
+) -> None:
+    """The engine decodes 12 tokens (over 100 ms here); the gateway's own share stays far below."""
+    series = "driftgate_gateway_added_seconds"
+    labels = {"variant": "dense", "door": "grpc"}
+    before = {
+        (phase, le): _sample(app, f"{series}_bucket", {**labels, "phase": phase, "le": le})
+        for phase in ("first", "total")
+        for le in ("0.1", "+Inf")
+    }
+    for _ in range(2):
+        reply = await stub.Generate(pb.GenerateRequest(prompt=COUNT, max_tokens=12))
+        assert reply.completion_tokens == 12
+    chunks = [c async for c in stub.GenerateStream(pb.GenerateRequest(prompt=COUNT, max_tokens=12))]
+    assert chunks[-1].finished
+    for (phase, le), count in before.items():
+        assert _sample(app, f"{series}_bucket", {**labels, "phase": phase, "le": le}) == count + 3, (
+            phase,
+            le,
+        )
+
+
 async def test_metrics_count_cancelled_requests(
     app: App, stub: pb_grpc.GatewayStub, dense_engine: Engine
 ) -> None:

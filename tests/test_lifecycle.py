@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from serving.app import App
 from serving.engines.base import Engine
+from serving.engines.preload import find_iomp, find_tcmalloc
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 from tests.conftest import FRANCE, model_dir
@@ -70,6 +71,15 @@ async def _session_gone(sid: int, timeout: float = 15.0) -> list[str]:
     return _session(sid, live=True)
 
 
+PRELOAD = "tcmalloc+iomp" if find_tcmalloc() and find_iomp() else "none"
+"""The served engine runs with vLLM's recommended preloads where `make setup` could install them."""
+
+
+def _mapped(pid: str, library: str) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return library in maps.read()
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     """`driftgate serve` on the dense model, in a session of its own (so every process it starts
@@ -84,7 +94,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]
         f"  drain_timeout_s: {DRAIN_TIMEOUT_S}\n"
         "variants:\n"
         f"  - name: dense\n    model: {model_dir()}\n"
-        '    engine: {cpu_cores: "0-1", max_model_len: 512, kv_cache_gib: 0.5}\n'
+        f'    engine: {{cpu_cores: "0-1", max_model_len: 512, kv_cache_gib: 0.5, preload: {PRELOAD}}}\n'
     )
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
@@ -148,6 +158,12 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_0(
             await asyncio.sleep(0.5)
         processes = _session(proc.pid)
         assert any("EngineCore" in p for p in processes), processes  # the check below can fail
+        if PRELOAD != "none":  # loaded into the engine-core and worker processes, not the gateway
+            engines = [p.split()[0] for p in processes if "VLLM::" in p]
+            assert engines and all(
+                _mapped(pid, "libtcmalloc") and _mapped(pid, "libiomp5") for pid in engines
+            )
+            assert not _mapped(str(proc.pid), "libtcmalloc")
 
         req = pb.GenerateRequest(prompt=COUNT, max_tokens=STREAM_TOKENS, temperature=0.0)
         firsts = [asyncio.Event() for _ in range(STREAMS)]

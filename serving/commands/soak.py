@@ -250,7 +250,9 @@ class RemoteServers:
         stack = contextlib.AsyncExitStack()
         log = self._run.out / f"vllm-{name}.log"
         await stack.enter_async_context(
-            running_server(variant_command(v, port), v.engine.cpu_cores, log, port, wait=False)
+            running_server(
+                variant_command(v, port), v.engine.cpu_cores, log, port, wait=False, preload=v.engine.preload
+            )
         )
         self._stacks[name] = stack
 

@@ -47,7 +47,7 @@ def run_variant_serve(args: argparse.Namespace) -> int:
         )
     check_checkpoints([variant], remote_too=True)  # the server loads it here
     command = variant_command(variant, args.port or port_of(variant), host=args.host)
-    env = server_env(variant.engine.cpu_cores)
+    env = server_env(variant.engine.cpu_cores, preload=variant.engine.preload)
     print(" ".join(command), flush=True)
     if args.dry_run:
         return 0

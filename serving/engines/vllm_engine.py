@@ -24,10 +24,12 @@ import logging
 import os
 import threading
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from serving.config import VariantConfig
 from serving.engines.base import Chunk, SamplingSpec, TokenLogprobs
+from serving.engines.preload import preload_env
 from serving.errors import EngineFailure, GatewayError, InvalidArgument, Unavailable
 from serving.home import OFFLINE_ENV, driftgate_home
 
@@ -64,8 +66,9 @@ def compile_cache_env() -> dict[str, str]:
     /tmp default). vLLM 0.32's own AOT compile cache is turned off: on CPU it never loads back
     ("'function' object has no attribute 'finalize_loading'": the CPU backend's compiled function
     is not vLLM's serializable one), so every start recompiled; inductor's FX-graph cache (and
-    AOTAutograd's) does the reuse instead."""
-    root = driftgate_home() / "compile-cache"
+    AOTAutograd's) does the reuse instead. `DRIFTGATE_COMPILE_CACHE` moves it (the bench's cold
+    start-up uses a fresh one)."""
+    root = Path(os.environ.get("DRIFTGATE_COMPILE_CACHE") or driftgate_home() / "compile-cache")
     return {
         "VLLM_CACHE_ROOT": str(root / "vllm"),
         "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
@@ -76,10 +79,12 @@ def compile_cache_env() -> dict[str, str]:
 def engine_env(variant: VariantConfig) -> dict[str, str | None]:
     """The per-engine environment vLLM's CPU backend reads in the engine-core process (offline mode
     and the compile cache included); `VLLM_CPU_KVCACHE_SPACE` is removed (None) in favour of
-    `kv_cache_memory_bytes`."""
+    `kv_cache_memory_bytes`. `LD_PRELOAD` is always set (see `serving.engines.preload`), so that
+    the libgomp vLLM adds to this process's own while building is undone with the scope."""
     return {
         **OFFLINE_ENV,
         **compile_cache_env(),
+        **preload_env(variant.engine.preload),
         "VLLM_CPU_OMP_THREADS_BIND": variant.engine.cpu_cores,
         "VLLM_CPU_KVCACHE_SPACE": None,
     }

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import aiohttp
 
-from serving.config import VariantConfig
+from serving.config import Preload, VariantConfig
+from serving.engines.preload import preload_env
 from serving.home import OFFLINE_ENV
 
 _LIVE_GROUPS: set[int] = set()
@@ -104,12 +105,19 @@ def variant_command(variant: VariantConfig, port: int, host: str = "127.0.0.1") 
     )
 
 
-def server_env(cpu_cores: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def server_env(
+    cpu_cores: str, base: Mapping[str, str] | None = None, preload: Preload = Preload.NONE
+) -> dict[str, str]:
     """The server's environment: `base` (default: ours) with the cores its worker binds to,
-    offline Hugging Face hubs, and no `VLLM_CPU_KVCACHE_SPACE` (see the module doc)."""
+    offline Hugging Face hubs, no `VLLM_CPU_KVCACHE_SPACE` (see the module doc) and the
+    `preload`ed libraries (`serving.engines.preload`)."""
     env = dict(os.environ if base is None else base)
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)
     env.update({**OFFLINE_ENV, "VLLM_CPU_OMP_THREADS_BIND": cpu_cores, "PYTHONUNBUFFERED": "1"})
+    ld_preload = preload_env(preload, env.get("LD_PRELOAD", ""))["LD_PRELOAD"]
+    env.pop("LD_PRELOAD", None)
+    if ld_preload:
+        env["LD_PRELOAD"] = ld_preload
     return env
 
 
@@ -237,6 +245,7 @@ async def running_server(
     startup_timeout_s: float = 600.0,
     grace_s: float = 10.0,
     wait: bool = True,
+    preload: Preload = Preload.NONE,
 ) -> AsyncIterator[ServerProcess]:
     """Starts `command` (from `server_command`, listening on `host:port`) in its own process
     group with `server_env(cpu_cores)`, stdout and stderr to `log_path`; yields once `/health`
@@ -251,7 +260,7 @@ async def running_server(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_fd,
             stderr=asyncio.subprocess.STDOUT,
-            env=server_env(cpu_cores),
+            env=server_env(cpu_cores, preload=preload),
             start_new_session=True,
         )
     finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from serving.drift_book import DriftStats
 from serving.gate.verdict import DriftEvidence, LatencyEvidence, ProbeEvidence
-from serving.stats import MirrorStats, ProbeStats, RequestStats
+from serving.stats import MirrorStats, OverheadStats, ProbeStats, RequestStats
 
 OK_CODES = frozenset({"OK", "CANCELLED", "INVALID_ARGUMENT", "NOT_FOUND"})
 """Outcomes that are not the variant's failure (the client's doing)."""
@@ -52,6 +52,9 @@ class GateBook:
             t.latency_counts[bisect_left(self.edges, stats.latency_s)] += 1
 
     def in_flight(self, variant: str, delta: int) -> None:
+        return None
+
+    def overhead(self, stats: OverheadStats) -> None:
         return None
 
     def mirror(self, stats: MirrorStats) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
@@ -25,6 +26,7 @@ VERDICTS = {
 
 
 def to_call(req: pb.GenerateRequest) -> GenerateCall:
+    received = time.perf_counter()
     return GenerateCall(
         prompt=req.prompt,
         max_tokens=req.max_tokens if req.HasField("max_tokens") else None,
@@ -36,6 +38,8 @@ def to_call(req: pb.GenerateRequest) -> GenerateCall:
         request_id=req.request_id,
         messages=tuple(ChatMessage(m.role, m.content) for m in req.messages),
         caller=CALLER.get(),
+        door="grpc",
+        received_at=received,
     )
 
 

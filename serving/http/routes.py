@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import replace
@@ -159,7 +160,7 @@ class OpenAIDoor:
         return request_id
 
     def _call(
-        self, request: Request, req: CompletionRequest | ChatCompletionRequest, caller: str
+        self, request: Request, req: CompletionRequest | ChatCompletionRequest, caller: str, received: float
     ) -> tuple[GenerateCall, Shape]:
         problems = req.unsupported()
         if problems:
@@ -176,6 +177,8 @@ class OpenAIDoor:
             variant=variant,
             request_id=self._request_id(request, req.user),
             caller=caller,
+            door="http",
+            received_at=received,
         )
         if isinstance(req, CompletionRequest):
             return replace(call, prompt=req.prompt, max_tokens=req.max_tokens), shape
@@ -184,16 +187,20 @@ class OpenAIDoor:
 
     # ------------------------------------------------------------------ answers
     async def completions(self, request: Request) -> Response:
+        received = time.perf_counter()
         caller = self._caller(request)
         req = await parse_request(request, CompletionRequest, self.gateway.config.limits.max_request_bytes)
-        return await self._answer(request, *self._call(request, req, caller), stream=bool(req.stream))
+        call, shape = self._call(request, req, caller, received)
+        return await self._answer(request, call, shape, stream=bool(req.stream))
 
     async def chat_completions(self, request: Request) -> Response:
+        received = time.perf_counter()
         caller = self._caller(request)
         req = await parse_request(
             request, ChatCompletionRequest, self.gateway.config.limits.max_request_bytes
         )
-        return await self._answer(request, *self._call(request, req, caller), stream=bool(req.stream))
+        call, shape = self._call(request, req, caller, received)
+        return await self._answer(request, call, shape, stream=bool(req.stream))
 
     async def _answer(self, request: Request, call: GenerateCall, shape: Shape, stream: bool) -> Response:
         headers = {REQUEST_ID_HEADER: _header_safe(call.request_id)}

@@ -106,6 +106,7 @@ async def test_streams_through_the_openai_client(door: Door) -> None:
     assert deltas[-1].choices[0].finish_reason == "stop" and deltas[-1].choices[0].delta.content is None
     assert text in ("answer from dense", "answer from cand")
     assert deltas[-1].model == text.removeprefix("answer from ")  # the last chunk names the answerer
+    assert [(o.door, o.variant) for o in door.sink.overheads] == [("http", "dense"), ("http", text[12:])]
 
 
 async def test_raw_sse_framing_and_headers(door: Door) -> None:

@@ -1,15 +1,19 @@
 """Start-up time of a gateway config: seconds from `start_app` until every engine is built and
-health is SERVING, per engine and in all (docs/performance.md, "Start-up"). Starts real engines:
-run it alone on the machine.
+health is SERVING, per engine and in all (docs/performance.md, "Start-up").
 
-    .venv/bin/python tools/start_time.py --config configs/demo.yaml --cold   # empty compile cache
-    .venv/bin/python tools/start_time.py --config configs/demo.yaml          # warm: reuses it
+The `startup` suite of `make bench` (`run_startup`) starts `configs/demo.yaml` twice in a child
+process, cold (a fresh, empty compile cache in the report directory) then warm (reusing it),
+then once more with every engine `enforce_eager`. By hand (starts real engines: run it alone):
 
-`--cold` deletes `$DRIFTGATE_HOME/compile-cache` first (the next start rebuilds it). Ports are
-picked free, probes are off; prints one JSON object. `--only dense --throughput` serves the one
-variant and then measures its greedy decode (64 max tokens) at 1 stream and 16 concurrent:
+    .venv/bin/python -m bench.startup --config configs/demo.yaml --cold   # empty compile cache
+    .venv/bin/python -m bench.startup --config configs/demo.yaml          # warm: reuses it
 
-    .venv/bin/python tools/start_time.py --only dense --throughput [--eager]
+`--cold` deletes the compile cache first (`$DRIFTGATE_COMPILE_CACHE`, default
+`$DRIFTGATE_HOME/compile-cache`; the next start rebuilds it). Ports are picked free, probes are
+off; prints one JSON object. `--only dense --throughput` serves the one variant and then measures
+its greedy decode (64 max tokens) at 1 stream and 16 concurrent:
+
+    .venv/bin/python -m bench.startup --only dense --throughput [--eager]
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = (
     "Explain in one sentence what a compiler does.",
     "Name three rivers in Europe and describe them.",
@@ -109,6 +114,57 @@ async def measure(
     }
 
 
+RUNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("cold", ("--cold",)),
+    ("warm", ()),
+    ("warm-eager", ("--eager",)),
+)
+"""The suite's starts, in order: cold fills the fresh compile cache that warm then reuses."""
+
+
+async def _start_once(
+    config: str, flags: tuple[str, ...], env: dict[str, str], log_path: Path
+) -> dict[str, Any]:
+    from serving.engines.vllm_server import with_parent_death_signal
+
+    command = [sys.executable, "-m", "bench.startup", "--config", config, *flags]
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            *with_parent_death_signal(command), stdout=asyncio.subprocess.PIPE, stderr=log, env=env
+        )
+        stdout, _ = await process.communicate()
+        log.write(stdout)
+    lines = [x for x in stdout.decode(errors="replace").splitlines() if x.startswith('{"cold"')]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"bench.startup {' '.join(flags)} exited with {process.returncode}: see {log_path}"
+        )
+    parsed: dict[str, Any] = json.loads(lines[-1])
+    return parsed
+
+
+async def run_startup(
+    workdir: Path, log: Callable[[str], None], config: str = "configs/demo.yaml"
+) -> dict[str, Any]:
+    """Cold, warm and warm-eager start of `config`, each in a fresh process, with a compile cache
+    of their own under `workdir` (the user's cache is neither used nor touched)."""
+    from bench.variants import demo_variants
+
+    _present, missing = demo_variants(config)
+    if missing:
+        raise RuntimeError(f"variants not built (make demo builds them): {', '.join(missing)}")
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    env = {**os.environ, "DRIFTGATE_COMPILE_CACHE": str(workdir / "startup-compile-cache")}
+    out: dict[str, Any] = {}
+    for name, flags in RUNS:
+        out[name] = await _start_once(config, flags, env, workdir / f"startup-{name}.log")
+        log(
+            f"  {name}: all {len(out[name]['variants'])} engines SERVING in {out[name]['all_serving_s']:.0f} s"
+        )
+    await asyncio.to_thread(shutil.rmtree, workdir / "startup-compile-cache", ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml", help="gateway config")
@@ -118,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="serve this variant alone (as the primary)")
     parser.add_argument("--throughput", action="store_true", help="then measure the primary's decode")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     from serving.engines.vllm_engine import compile_cache_env
     from serving.home import set_offline
 

@@ -1,0 +1,95 @@
+"""The gateway-added latency: `serving.span` (pure) and what the gateway reports with it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+
+import pytest
+
+from serving.config import Config, VariantConfig
+from serving.engines.base import Chunk, SamplingSpec
+from serving.errors import InvalidArgument
+from serving.gateway import Gateway, GenerateCall
+from serving.span import Span
+from serving.stats import ListSink
+from tests.fakes import FakeEngine
+
+
+def test_added_is_the_gateway_span_minus_the_engine_span() -> None:
+    span = Span(received=10.0, engine_called=10.002, engine_first=10.050, engine_last=10.300)
+    span.delivered_first = 10.051
+    first, total = span.added(done=10.3015)  # type: ignore[misc]
+    assert first == pytest.approx(0.003)  # 2 ms before the engine, 1 ms to hand the first event over
+    assert total == pytest.approx(0.0035)  # 2 ms before, 1.5 ms after the engine's last output
+
+
+def test_added_counts_the_door_done_time_when_no_event_came_before_the_last() -> None:
+    span = Span(received=1.0, engine_called=1.001, engine_first=1.2, engine_last=1.2)
+    assert span.added(done=1.204) == pytest.approx((0.005, 0.005))
+
+
+def test_nothing_is_added_for_an_engine_that_never_finished() -> None:
+    assert Span(received=1.0).added(2.0) is None
+    assert Span(received=1.0, engine_called=1.1, engine_first=1.2).added(2.0) is None
+
+
+class SlowEngine(FakeEngine):
+    """Takes `delay_s` before each chunk, like a decoding engine."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__("dense", text="one two three four")
+        self.delay_s = delay_s
+
+    async def generate(
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
+    ) -> AsyncGenerator[Chunk, None]:
+        async for chunk in super().generate(prompt, sampling, request_id, logprobs, prompt_token_ids):
+            await asyncio.sleep(self.delay_s)
+            yield chunk
+
+
+def _gateway(delay_s: float) -> tuple[Gateway, ListSink]:
+    sink = ListSink()
+    gateway = Gateway(Config(variants=[VariantConfig(name="dense")]), sink)
+    gateway.attach("dense", SlowEngine(delay_s))
+    return gateway, sink
+
+
+async def test_the_engines_time_is_not_counted_as_added() -> None:
+    gateway, sink = _gateway(delay_s=0.05)  # 200 ms of "decoding"
+    reply = await gateway.generate(GenerateCall(prompt="count", door="grpc"))
+    assert reply.completion_tokens == 4
+    (added,) = sink.overheads
+    assert (added.variant, added.door) == ("dense", "grpc")
+    assert 0.0 <= added.first_s < 0.04 and 0.0 <= added.total_s < 0.04  # far below the engine's 200 ms
+    (request,) = sink.requests
+    assert request.latency_s >= 0.2
+
+
+async def test_a_slow_door_and_the_time_before_the_gateway_are_counted() -> None:
+    gateway, sink = _gateway(delay_s=0.01)
+    received = time.perf_counter() - 0.03  # the door took 30 ms before handing the call over
+    async with aclosing(gateway.stream(GenerateCall(prompt="count", received_at=received))) as events:
+        async for event in events:
+            await asyncio.sleep(0.02)  # the door spends 20 ms on every event it takes
+            if event.final is not None:
+                break
+    (added,) = sink.overheads
+    assert added.door == "internal"
+    assert 0.05 <= added.first_s < 0.2  # 30 ms before + 20 ms on the first event
+    assert 0.05 <= added.total_s < 0.2  # 30 ms before + 20 ms on the last
+
+
+async def test_failed_requests_report_no_added_latency() -> None:
+    gateway, sink = _gateway(delay_s=0.0)
+    with pytest.raises(InvalidArgument):
+        await gateway.generate(GenerateCall(prompt=""))
+    assert sink.overheads == []
