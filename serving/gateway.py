@@ -178,9 +178,12 @@ class Gateway:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def stream(self, call: GenerateCall) -> AsyncGenerator[StreamEvent, None]:
+    def stream(self, call: GenerateCall) -> AsyncGenerator[StreamEvent, None]:
         """Answers `call` as text deltas; the last event carries the summary. The latency the
         gateway added (`serving.span`) is reported once the caller has taken the last event."""
+        return self._events(call, unary=False)
+
+    async def _events(self, call: GenerateCall, unary: bool) -> AsyncGenerator[StreamEvent, None]:
         span = Span(time.perf_counter() if call.received_at is None else call.received_at)
         self._admit(call)
         job: MirrorJob | None = None
@@ -226,15 +229,17 @@ class Gateway:
                 job.primary_failed()  # no-op when the primary answered
             self._release(call)
             if reply is not None:
-                self._report_added(span, call, reply.variant)
+                self._report_added(span, call, reply.variant, unary)
 
-    def _report_added(self, span: Span, call: GenerateCall, variant: str) -> None:
+    def _report_added(self, span: Span, call: GenerateCall, variant: str, unary: bool) -> None:
+        """A unary answer has no first event for a client to take: only its total is reported."""
         added = span.added(time.perf_counter())
         if added is not None:
-            self._sink.overhead(OverheadStats(variant, call.door, *added))
+            first, total = added
+            self._sink.overhead(OverheadStats(variant, call.door, None if unary else first, total))
 
     async def generate(self, call: GenerateCall) -> Reply:
-        async with aclosing(self.stream(call)) as events:
+        async with aclosing(self._events(call, unary=True)) as events:
             async for event in events:
                 if event.final is not None:
                     return event.final

@@ -1,7 +1,7 @@
 """Turns the gateway's stats records into `driftgate_*` Prometheus series.
 
 Labels are bounded: `variant` (from the config), `role` (3 values), `code` (gRPC status names),
-`outcome` (4), `match` (2), `door` (2), `phase` (2), `relation` (from the probe file), `direction` (2).
+`outcome` (4), `match` (2), `door` (3), `phase` (2), `relation` (from the probe file), `direction` (2).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 POSITION_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 """Gateway-added latency bounds (s): 1 ms and 5 ms are bounds, so the p50/p99 targets read exactly."""
-DOORS = ("grpc", "http")
+DOORS = ("grpc", "http", "internal")
 PHASES = ("first", "total")
 KL_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30)
 
@@ -70,7 +70,8 @@ class PrometheusSink:
         self.added = _histogram(
             "driftgate_gateway_added_seconds",
             "Latency the gateway added to an answered request: its span minus the engine's, to the "
-            "first (phase=first) and the last (phase=total) event.",
+            "first streamed event (phase=first) and to the last (phase=total). A lower bound: engine "
+            "output that waits for a busy gateway counts as the engine's.",
             ("variant", "door", "phase"),
             OVERHEAD_BUCKETS,
             r,
@@ -254,7 +255,8 @@ class PrometheusSink:
         self.generated_tokens.labels(*labels).inc(stats.completion_tokens)
 
     def overhead(self, stats: OverheadStats) -> None:
-        self.added.labels(stats.variant, stats.door, "first").observe(stats.first_s)
+        if stats.first_s is not None:
+            self.added.labels(stats.variant, stats.door, "first").observe(stats.first_s)
         self.added.labels(stats.variant, stats.door, "total").observe(stats.total_s)
 
     def in_flight(self, variant: str, delta: int) -> None:

@@ -5,6 +5,11 @@ it called the engine, when the engine's first and last outputs reached it, and w
 taken the first and the last event (the gateway's stream resumes only then). The difference of
 the two spans, to the first and to the last event, is the latency the gateway added: routing,
 validation, tokenization, mirroring's bookkeeping and the door's own handling of the events.
+
+It is a lower bound. The engine's output times are when its outputs reached the gateway, not when
+the engine made them: output that waits in the engine's queue while the gateway's event loop is
+busy (with other requests, or a door still writing earlier events) counts as the engine's. For
+the in-process engine that queue is vLLM's own output handler in the same loop.
 """
 
 from __future__ import annotations

@@ -26,11 +26,12 @@ class RequestStats:
 @dataclass(frozen=True)
 class OverheadStats:
     """What the gateway added to one answered request: its own span (door received it → door took
-    the first / last event) minus the engine's (engine called → first / last output)."""
+    the first / last event) minus the engine's (engine called → first / last output reached the
+    gateway); `first_s` is None for a unary answer (no first event reaches the client)."""
 
     variant: str
     door: str
-    first_s: float
+    first_s: float | None
     total_s: float
 
 

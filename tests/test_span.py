@@ -67,11 +67,14 @@ async def test_the_engines_time_is_not_counted_as_added() -> None:
     gateway, sink = _gateway(delay_s=0.05)  # 200 ms of "decoding"
     reply = await gateway.generate(GenerateCall(prompt="count", door="grpc"))
     assert reply.completion_tokens == 4
-    (added,) = sink.overheads
-    assert (added.variant, added.door) == ("dense", "grpc")
-    assert 0.0 <= added.first_s < 0.04 and 0.0 <= added.total_s < 0.04  # far below the engine's 200 ms
-    (request,) = sink.requests
-    assert request.latency_s >= 0.2
+    chunks = [e async for e in gateway.stream(GenerateCall(prompt="count", door="grpc"))]
+    assert chunks[-1].final is not None
+    unary, streamed = sink.overheads
+    assert (unary.variant, unary.door, unary.first_s) == ("dense", "grpc", None)  # no first event
+    assert streamed.first_s is not None and 0.0 <= streamed.first_s < 0.04
+    for added in (unary, streamed):
+        assert 0.0 <= added.total_s < 0.04  # far below the engine's 200 ms
+    assert all(r.latency_s >= 0.2 for r in sink.requests)
 
 
 async def test_a_slow_door_and_the_time_before_the_gateway_are_counted() -> None:
@@ -83,7 +86,7 @@ async def test_a_slow_door_and_the_time_before_the_gateway_are_counted() -> None
             if event.final is not None:
                 break
     (added,) = sink.overheads
-    assert added.door == "internal"
+    assert added.door == "internal" and added.first_s is not None
     assert 0.05 <= added.first_s < 0.2  # 30 ms before + 20 ms on the first event
     assert 0.05 <= added.total_s < 0.2  # 30 ms before + 20 ms on the last
 

@@ -88,13 +88,16 @@ def test_spawn_scope_holds_the_lock_and_the_environment_until_released() -> None
     assert key not in os.environ
     second_entered = threading.Event()
     seen_by_second: list[str] = []
+    seen_preload: list[str] = []
 
     def second() -> None:
-        with _SpawnScope({key: "second"}):
+        with _SpawnScope(lambda: {key: "second", "LD_PRELOAD": os.environ.get("LD_PRELOAD", "") + ":b"}):
             second_entered.set()
             seen_by_second.append(_child_sees(key))
+            seen_preload.append(os.environ["LD_PRELOAD"])
 
-    with _SpawnScope({key: "first"}) as scope:
+    preload = os.environ.get("LD_PRELOAD")
+    with _SpawnScope(lambda: {key: "first", "LD_PRELOAD": "a"}) as scope:
         other = threading.Thread(target=second)
         other.start()
         assert _child_sees(key) == "first"  # a process started in the scope inherits its values
@@ -105,3 +108,6 @@ def test_spawn_scope_holds_the_lock_and_the_environment_until_released() -> None
         scope.release()  # idempotent; the scope's exit releases nothing twice
     assert seen_by_second == ["second"]
     assert key not in os.environ and not _SPAWN_LOCK.locked()
+    assert os.environ.get("LD_PRELOAD") == preload
+    # the second build computed its environment after the first had restored LD_PRELOAD, not "a:b"
+    assert seen_preload == [(preload or "") + ":b"]

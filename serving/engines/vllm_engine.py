@@ -23,7 +23,7 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -134,15 +134,24 @@ def _hook_spawn() -> None:
 
 class _SpawnScope:
     """`_SPAWN_LOCK` held and the engine's environment set from entry until `release` (called once
-    the engine-core process is started, or at exit, whichever comes first)."""
+    the engine-core process is started, or at exit, whichever comes first). The environment is
+    computed under the lock: it reads this process's `LD_PRELOAD`, which another build's scope
+    (and vLLM, adding its libgomp) changes while it holds the lock."""
 
-    def __init__(self, env: Mapping[str, str | None]) -> None:
-        self._env = _scoped_env(env)
+    def __init__(self, env: Callable[[], Mapping[str, str | None]]) -> None:
+        self._make_env = env
+        self._env: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         self._held = False
 
     def __enter__(self) -> _SpawnScope:
         _SPAWN_LOCK.acquire()
         self._held = True
+        try:
+            self._env = _scoped_env(self._make_env())
+        except BaseException:
+            self._held = False
+            _SPAWN_LOCK.release()
+            raise
         self._env.__enter__()
         _building.spawned = self.release
         return self
@@ -178,7 +187,7 @@ def build_async_llm(variant: VariantConfig) -> Any:
         enforce_eager=e.enforce_eager,
         disable_log_stats=True,
     )
-    with _SpawnScope(engine_env(variant)):
+    with _SpawnScope(lambda: engine_env(variant)):
         _hook_spawn()
         return AsyncLLM.from_engine_args(args)
 

@@ -187,18 +187,18 @@ class OpenAIDoor:
 
     # ------------------------------------------------------------------ answers
     async def completions(self, request: Request) -> Response:
-        received = time.perf_counter()
         caller = self._caller(request)
         req = await parse_request(request, CompletionRequest, self.gateway.config.limits.max_request_bytes)
+        received = time.perf_counter()  # as gRPC's: after authentication and the body's parsing
         call, shape = self._call(request, req, caller, received)
         return await self._answer(request, call, shape, stream=bool(req.stream))
 
     async def chat_completions(self, request: Request) -> Response:
-        received = time.perf_counter()
         caller = self._caller(request)
         req = await parse_request(
             request, ChatCompletionRequest, self.gateway.config.limits.max_request_bytes
         )
+        received = time.perf_counter()
         call, shape = self._call(request, req, caller, received)
         return await self._answer(request, call, shape, stream=bool(req.stream))
 
