@@ -198,17 +198,47 @@ def _kill_leftovers() -> None:
 
 
 _PDEATHSIG_EXEC = """
-import ctypes, os, signal, sys
-ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+import ctypes, os, signal, sys, time
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 if os.getppid() != int(sys.argv[1]):  # the parent died before that
     sys.exit(1)
+leader = os.getpid()
+if os.getpgid(0) == leader and os.fork() == 0:
+    # The group's watchdog. When the command (our parent, once it has exec'd) dies, whatever it
+    # started in its group goes too: vLLM's engine-core and worker outlive a SIGKILLed server.
+    signal.signal(signal.SIGTERM, lambda *_: None)  # a group-wide stop is the stopper's to finish
+    libc.prctl(1, signal.SIGTERM)
+    while os.getppid() == leader:
+        signal.pause()
+    def others():  # a live process of the group other than this one
+        for d in os.listdir("/proc"):
+            if d.isdigit() and int(d) != os.getpid():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
+                except (OSError, ValueError):
+                    continue
+                if int(group) == leader and state != "Z":
+                    return True
+        return False
+    for _ in range(50):  # the command's own shutdown of its children gets 5 s
+        if not others():
+            os._exit(0)
+        time.sleep(0.1)
+    os.killpg(0, signal.SIGKILL)
+    os._exit(0)
 os.execvp(sys.argv[2], sys.argv[2:])
 """
 
 
 def with_parent_death_signal(command: Sequence[str]) -> list[str]:
     """`command` behind a tiny exec wrapper that first asks Linux to SIGKILL it when its parent
-    dies (kept across exec; a wrapper rather than a `preexec_fn`, which is unsafe with threads)."""
+    dies (kept across exec; a wrapper rather than a `preexec_fn`, which is unsafe with threads).
+    Started as a process group's leader (`start_new_session`), the wrapper also leaves a watchdog
+    in the group that, once the command has died, kills what is left of the group after 5 s, so
+    the command's own children (vLLM's engine-core and worker, which do not watch their parent)
+    die with it."""
     if sys.platform != "linux":
         return list(command)
     return [sys.executable, "-c", _PDEATHSIG_EXEC, str(os.getpid()), *command]

@@ -447,6 +447,40 @@ def test_server_command_and_env() -> None:
     assert env["TRANSFORMERS_OFFLINE"] == "1"
 
 
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = """
+import asyncio, sys
+from pathlib import Path
+from serving.engines.vllm_server import running_server
+from tests.engines.conftest import stub_command
+async def main(port):
+    async with running_server(stub_command(port), "0", Path(sys.argv[2]), port) as server:
+        print(server.pid, flush=True)
+        await asyncio.sleep(600)
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+async def test_a_killed_driver_takes_the_servers_whole_group_with_it(tmp_path: Path) -> None:
+    """SIGKILL the process that started the server: the server dies with it (parent-death
+    signal), and so does the child the server started, which ignores SIGTERM, as vLLM's
+    engine-core would outlive its server (the wrapper's watchdog kills the group)."""
+    driver = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DRIVER, str(free_port()), str(tmp_path / "d.log"),
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    assert driver.stdout is not None
+    pgid = int(await asyncio.wait_for(driver.stdout.readline(), 60))
+    assert group_alive(pgid)
+    driver.kill()
+    await driver.wait()
+    for _ in range(150):
+        if not group_alive(pgid):
+            break
+        await asyncio.sleep(0.1)
+    assert not group_alive(pgid)
+
+
 async def test_running_server_leaves_no_process(tmp_path: Path) -> None:
     """A stand-in server whose child ignores SIGTERM: gone (SIGKILLed) however the block ends."""
     port = free_port()
