@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.load import Call, Sample
+from bench.load import Call, Runner, Sample
 from serving.engines.vllm_server import with_parent_death_signal
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -138,6 +138,14 @@ class DirectClient:
         await self._process.stdin.drain()
         answer = await self._line(600.0)
         return [Sample(**s) for s in answer["samples"]], float(answer["seconds"])
+
+    def runner(self, max_tokens: int) -> Runner:
+        """`run` with `max_tokens` fixed: a bench runner ."""
+
+        async def run(concurrency: int, total: int) -> tuple[list[Sample], float]:
+            return await self.run(concurrency, total, max_tokens)
+
+        return run
 
     async def stop(self) -> None:
         if self._process.returncode is None and self._process.stdin is not None:

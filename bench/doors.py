@@ -30,13 +30,10 @@ import aiohttp
 
 from bench.added import Recorder
 from bench.clients import DirectClient, grpc_call, openai_call
-from bench.load import Call, Cell, Sample, closed_loop, summarize
+from bench.load import Call, Cell, Runner, Sample, closed_loop, summarize
 from bench.profile import profile_gateway
 from bench.systems import Gateway, engine_yaml, gateway
 from serving.engines.vllm_server import free_port, running_server, server_command, wait_healthy
-
-Runner = Callable[[int, int], Awaitable[tuple[list[Sample], float]]]
-
 
 SETTLE_S = 1.5
 """Pause before each cell: vLLM's worker busy-polls for 1 s after its last step (shm_broadcast's
@@ -155,7 +152,7 @@ async def run_doors(
             )
         )
         runners: dict[str, Runner] = {
-            "asyncllm-direct": lambda c, n: direct.run(c, n, max_tokens),
+            "asyncllm-direct": direct.runner(max_tokens),
             "driftgate-grpc": loop_runner(grpc_call(gw.stub, max_tokens, "dense")),
             "driftgate-http": loop_runner(openai_call(session, gw.http_url, "dense", max_tokens)),
             "vllm-serve-http": loop_runner(openai_call(session, server.url, "dense", max_tokens)),

@@ -39,6 +39,8 @@ class Sample:
 
 Call = Callable[[str], Awaitable[Sample]]
 """Sends one prompt, streams the whole answer, returns its timing (never raises: ok=False)."""
+Runner = Callable[[int, int], Awaitable[tuple[list[Sample], float]]]
+"""Runs `total` requests, `concurrency` at a time: (samples, seconds)."""
 
 
 async def closed_loop(call: Call, concurrency: int, total: int) -> tuple[list[Sample], float]:

@@ -14,19 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients import DirectClient
-from bench.doors import Runner, measure_cells
-from bench.load import Sample
+from bench.doors import measure_cells
+from bench.load import Runner
 from serving.config import Preload
 
 SYSTEMS = {f"preload-{p.value}": p for p in Preload}
 RATIOS = tuple((name, "preload-none") for name in SYSTEMS if name != "preload-none")
-
-
-def _runner(client: DirectClient, max_tokens: int) -> Runner:
-    async def run(concurrency: int, total: int) -> tuple[list[Sample], float]:
-        return await client.run(concurrency, total, max_tokens)
-
-    return run
 
 
 async def run_preload(
@@ -45,7 +38,7 @@ async def run_preload(
             client = await DirectClient.start(model, "0-1", workdir / f"{name}.log", preload.value)
             stack.push_async_callback(client.stop)
             start_s[name] = await client.ready()
-            runners[name] = _runner(client, max_tokens)
+            runners[name] = client.runner(max_tokens)
             log(f"  {name}: engine ready in {start_s[name]:.0f} s")
         cells = await measure_cells(runners, concurrencies, repeats, log)
     return {"start_s": start_s, "cells": [c.as_dict() for c in cells]}

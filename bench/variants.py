@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients import DirectClient, grpc_call
-from bench.doors import Runner, loop_runner, measure_cells
+from bench.doors import loop_runner, measure_cells
+from bench.load import Runner
 from bench.systems import engine_yaml, gateway
 from serving.config import load_config
 
@@ -43,7 +44,7 @@ async def _one(
         stack.push_async_callback(direct.stop)
         started = await asyncio.gather(gw.wait_ready(), direct.ready())
         runners: dict[str, Runner] = {
-            "asyncllm-direct": lambda c, n: direct.run(c, n, max_tokens),
+            "asyncllm-direct": direct.runner(max_tokens),
             "driftgate-grpc": loop_runner(grpc_call(gw.stub, max_tokens)),
         }
         cells = await measure_cells(runners, concurrencies, repeats, lambda line: log(f"  [{name}]{line}"))
