@@ -19,7 +19,6 @@ from bench.load import Runner
 from serving.config import Preload
 
 SYSTEMS = {f"preload-{p.value}": p for p in Preload}
-RATIOS = tuple((name, "preload-none") for name in SYSTEMS if name != "preload-none")
 
 
 async def run_preload(

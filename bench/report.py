@@ -181,11 +181,10 @@ def variants_table(variants: dict[str, Any]) -> list[str]:
 
 
 def preload_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]:
-    from bench.preload import RATIOS
-
     cells = cells_of(result)
+    pairs = [(s, "preload-none") for s in sorted({c.system for c in cells}) if s != "preload-none"]
     lines = [f"Engine start: {', '.join(f'{k} {v:.0f} s' for k, v in result['start_s'].items())}", ""]
-    lines += [*figures_table(cells), "", *ratio_table(cells, RATIOS)]
+    lines += [*figures_table(cells), "", *ratio_table(cells, pairs)]
     tpot = by_cell(cells, "tpot_p50_s")
     for (system, c), t in sorted(tpot.items()):
         if c == 1 and t.median > 0 and roof:
