@@ -79,6 +79,9 @@ class EngineConfig:
     max_logprobs: int = _f(20, "largest top-k of logprobs the engine may return")
     seed: int = _f(0, "engine seed")
     enforce_eager: bool = _f(False, "no torch.compile: faster start, slower single-stream decode")
+    aot_compile: bool = _f(
+        True, "vLLM's AOT compile, cached per model: fast decode; false: faster cold starts"
+    )
     preload: Preload = _f(Preload.NONE, "LD_PRELOAD of the engine: none | tcmalloc | tcmalloc+iomp")
 
 

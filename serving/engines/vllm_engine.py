@@ -61,19 +61,22 @@ def _scoped_env(values: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def compile_cache_env() -> dict[str, str]:
+def compile_cache_env(aot: bool = True) -> dict[str, str]:
     """Where vLLM and torch inductor keep compiled code: `$DRIFTGATE_HOME/compile-cache`, so that a
     warm start reuses it (always set: importing torch pre-fills TORCHINDUCTOR_CACHE_DIR with a /tmp
-    default). vLLM's AOT compile stays on (its default, and 12–16 % faster decode than without it on
-    CPU); `DRIFTGATE_VLLM_AOT_LOAD` turns on driftgate's vLLM plugin (`serving.engines.vllm_plugin`)
-    that lets the AOT artifact load back on CPU, which vLLM 0.32 alone never does.
-    `DRIFTGATE_COMPILE_CACHE` moves it all (the bench's cold start-up uses a fresh one)."""
+    default). `DRIFTGATE_COMPILE_CACHE` moves it (the bench's cold start-up uses a fresh one).
+
+    With `aot` (vLLM's default, `engine.aot_compile`), vLLM saves one AOT artifact per model and
+    `DRIFTGATE_VLLM_AOT_LOAD` turns on driftgate's vLLM plugin (`serving.engines.vllm_plugin`) that
+    lets it load back on CPU, which vLLM 0.32 alone never does: single-stream decode measured 12–16 %
+    faster than without AOT. Without it, inductor's FX-graph cache does the reuse; it is shared by
+    variants of one architecture, so a cold start of several of them is about twice as fast."""
     root = Path(os.environ.get("DRIFTGATE_COMPILE_CACHE") or driftgate_home() / "compile-cache")
     return {
         "VLLM_CACHE_ROOT": str(root / "vllm"),
         "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
-        "VLLM_USE_AOT_COMPILE": "1",
-        AOT_LOAD_ENV: "1",
+        "VLLM_USE_AOT_COMPILE": "1" if aot else "0",
+        AOT_LOAD_ENV: "1" if aot else "0",
     }
 
 
@@ -84,7 +87,7 @@ def engine_env(variant: VariantConfig) -> dict[str, str | None]:
     the libgomp vLLM adds to this process's own while building is undone with the scope."""
     return {
         **OFFLINE_ENV,
-        **compile_cache_env(),
+        **compile_cache_env(variant.engine.aot_compile),
         **preload_env(variant.engine.preload),
         "VLLM_CPU_OMP_THREADS_BIND": variant.engine.cpu_cores,
         "VLLM_CPU_KVCACHE_SPACE": None,

@@ -7,10 +7,11 @@ artifact's `compiled_fn` is an ordinary function, and vLLM's loader calls
 `compiled_fn.finalize_loading(vllm_config)`, a method only its own serializable function has
 ("'function' object has no attribute 'finalize_loading'"). It then recompiles, about 45 s of a core.
 
-Turning AOT compile off instead (driftgate ≤ 0.1) lets inductor's FX-graph cache do the reuse, but
+Turning AOT compile off instead (driftgate before 5131807; `engine.aot_compile: false` now) lets inductor's FX-graph cache do the reuse, but
 the model then runs behind dynamo's frame wrapper at every step: single-stream decode measured
-12–16 % slower than vLLM's default (docs/performance.md). With this plugin the engine keeps vLLM's
-default AOT path and loads its artifact: fast starts and fast steps.
+12–16 % slower than vLLM's default (commit 5131807; in `make bench`, in-process driftgate against
+`vllm serve` at c=1 went from 0.86× to 1.03×, docs/performance.md). With this plugin the engine keeps vLLM's
+default AOT path and loads its artifact: warm starts without compiling, and fast steps.
 
 vLLM runs every `vllm.general_plugins` entry point in its API-server, engine-core and worker
 processes. This one does nothing unless `DRIFTGATE_VLLM_AOT_LOAD=1` (set by driftgate for the

@@ -5,13 +5,15 @@ as the compiled one does. The plugin's logic is also tested on its own, without 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from serving.config import load_config
 from serving.engines import vllm_plugin
 from serving.engines.base import Engine, SamplingSpec
-from serving.engines.vllm_engine import VllmEngine, compile_cache_env
+from serving.engines.vllm_engine import VllmEngine, compile_cache_env, engine_env
 from tests.conftest import FRANCE, dense_variant
 
 LOADED = "Directly load AOT compilation"
@@ -79,8 +81,18 @@ def test_register_is_inert_unless_driftgate_started_the_engine(monkeypatch: pyte
 def test_vllm_finds_the_plugin_and_driftgates_engines_turn_it_on() -> None:
     found = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
     assert found.get("driftgate_aot_load") == "serving.engines.vllm_plugin:register"
-    env = compile_cache_env()
+    env = engine_env(dense_variant())
     assert env[vllm_plugin.ENV] == "1" and env["VLLM_USE_AOT_COMPILE"] == "1"
+
+
+def test_aot_compile_false_uses_the_shared_fx_graph_cache(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("variants: [{name: a, engine: {aot_compile: false}}]")
+    variant = load_config(path).variants[0]
+    assert variant.engine.aot_compile is False
+    env = engine_env(variant)
+    assert env["VLLM_USE_AOT_COMPILE"] == "0" and env[vllm_plugin.ENV] == "0"
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == compile_cache_env(aot=False)["TORCHINDUCTOR_CACHE_DIR"]
 
 
 @pytest.mark.engine
