@@ -140,7 +140,7 @@ class DirectClient:
         return [Sample(**s) for s in answer["samples"]], float(answer["seconds"])
 
     def runner(self, max_tokens: int) -> Runner:
-        """`run` with `max_tokens` fixed: a bench runner ."""
+        """`run` with `max_tokens` fixed: a bench runner."""
 
         async def run(concurrency: int, total: int) -> tuple[list[Sample], float]:
             return await self.run(concurrency, total, max_tokens)
