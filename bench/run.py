@@ -5,7 +5,7 @@ Suites: `roofline` (bandwidth, measured first on an idle box), `doors` (gateway 
 vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on),
 `variants` (each demo variant in the gateway vs bare AsyncLLM), `preload` (tcmalloc and Intel
 OpenMP preloaded into the engine, vLLM's CPU advice), `startup` (cold and warm start of the demo
-config), `compress` (compression wall time per demo recipe, from the variants' manifests).
+config), `restart` (a remote variant's server started bare vs as `driftgate variant serve`), `compress` (compression wall time per demo recipe, from the variants' manifests).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.restart import restart_lines
 
-SUITES = ("roofline", "doors", "mirror", "variants", "preload", "startup", "compress")
+SUITES = ("roofline", "doors", "mirror", "variants", "preload", "startup", "restart", "compress")
 SUITE_DOCS = {
     "roofline": "read bandwidth and the single-stream decode roofline",
     "doors": "AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP",
@@ -31,6 +32,7 @@ SUITE_DOCS = {
     "variants": "every demo variant in the gateway vs bare AsyncLLM",
     "preload": "AsyncLLM with tcmalloc / Intel OpenMP preloaded vs vLLM's default",
     "startup": "configs/demo.yaml cold, warm and warm with enforce_eager, to all engines SERVING",
+    "restart": "one variant's vLLM server to healthy: bare vllm serve vs driftgate variant serve",
     "compress": "compression wall time per demo recipe (manifests)",
 }
 
@@ -99,6 +101,9 @@ def markdown(result: dict[str, Any]) -> str:
         out += report.preload_lines(result["preload"], result.get("roofline"))
     if "startup" in result:
         out += ["", "## Start-up of configs/demo.yaml", "", *report.startup_lines(result["startup"])]
+    if "restart" in result:
+        out += ["", "## A remote variant's server start (dense, cores 0-1)", ""]
+        out += restart_lines(result["restart"])
     if "compress" in result:
         out += ["", "## Compression", "", "| recipe | wall s | size vs source |", "| --- | --- | --- |"]
         out += [
@@ -118,6 +123,7 @@ def _suite_runners(
     from bench.doors import run_doors
     from bench.mirroring import run_mirroring
     from bench.preload import run_preload
+    from bench.restart import run_restart
     from bench.roofline import roofline
     from bench.startup import run_startup
     from bench.variants import run_variants
@@ -138,6 +144,7 @@ def _suite_runners(
         "variants": lambda: run_variants(logs, variant_c, repeats, max_tokens, log),
         "preload": lambda: run_preload(model, logs, variant_c, repeats, max_tokens, log),
         "startup": lambda: run_startup(logs, log),
+        "restart": lambda: run_restart(model, logs, repeats, log),
         "compress": compress,
     }
 

@@ -136,12 +136,30 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "cold": {"all_serving_s": 456.2, "variants": ["a", "b"], "ready_s": {"a": 200.0, "b": 450.0}},
             "warm": {"all_serving_s": 250.0, "variants": ["a", "b"], "ready_s": {"a": 100.0, "b": 240.0}},
         },
+        "restart": {
+            "cold_s": 130.0,
+            "starts_s": {"vllm-serve": [100.0, 110.0, 120.0], "driftgate-variant-serve": [50.0, 44.0, 60.0]},
+            "loaded": {"vllm-serve": [False] * 3, "driftgate-variant-serve": [True, True, False]},
+        },
     }
     text = markdown(result)
-    for heading in ("## Roofline", "## Gateway cost", "## Mirroring", "## Engine preloads", "## Start-up"):
+    headings = (
+        "## Roofline",
+        "## Gateway cost",
+        "## Mirroring",
+        "## Engine preloads",
+        "## Start-up",
+        "## A remote",
+    )
+    for heading in headings:
         assert heading in text
     assert "| preload-tcmalloc / preload-none | 1.100 [1.100–1.100] |" in text
     assert "| cold | 456 | 2 | 450 |" in text and "| warm | 250 | 2 | 240 |" in text
+    assert (
+        "| driftgate-variant-serve | 50 [44–60] | 2/3 |" in text
+        and "| vllm-serve | 110 [100–120] | 0/3 |" in text
+    )
+    assert "paired by round: 0.50 [0.40–0.50]" in text  # 50/100, 44/110, 60/120
     assert "| driftgate-grpc / asyncllm-direct | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] |" in text
     assert "0.50 of the roofline" in text  # tpot 0.02 s -> 50 tok/s of 100
     assert "| mirroring-on | 1 | 0.050 | 1.70 | 4.0 |" in text

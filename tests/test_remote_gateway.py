@@ -120,9 +120,13 @@ async def servers(
         started = {}
         for name, (path, cores) in wanted.items():
             port = free_port()
-            command = variant_command(_variant(name, path, Role.SHADOW, cores), port)
+            variant = _variant(name, path, Role.SHADOW, cores)
+            command, log = variant_command(variant, port), logs / f"{name}.log"
+            # Compiled into driftgate's cache, as `driftgate variant serve` does: warm next time.
             started[name] = await stack.enter_async_context(
-                running_server(command, cores, logs / f"{name}.log", port, wait=False)
+                running_server(
+                    command, cores, log, port, wait=False, compile_cache=variant.engine.aot_compile
+                )
             )
         await asyncio.gather(*(wait_healthy(s, 600) for s in started.values()))
         yield started

@@ -251,7 +251,13 @@ class RemoteServers:
         log = self._run.out / f"vllm-{name}.log"
         await stack.enter_async_context(
             running_server(
-                variant_command(v, port), v.engine.cpu_cores, log, port, wait=False, preload=v.engine.preload
+                variant_command(v, port),
+                v.engine.cpu_cores,
+                log,
+                port,
+                wait=False,
+                preload=v.engine.preload,
+                compile_cache=v.engine.aot_compile,
             )
         )
         self._stacks[name] = stack

@@ -5,12 +5,18 @@ fails) with the variant's checkpoint, served name, dtype, context length, `--max
 size, seed and KV cache, and its cores in `VLLM_CPU_OMP_THREADS_BIND`. The port defaults to the
 one in the variant's `engine.url` (8000 when it has none), so the gateway's remote config and the
 servers it points at come from the same file.
+
+The server compiles into driftgate's compile cache (`engine.aot_compile`, as the in-process
+engines): started again, it loads its compiled model instead of compiling it once more, which a
+bare `vllm serve` on CPU does at every start. `--dry-run` prints the environment it sets and the
+command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from urllib.parse import urlparse
 
 from serving.config import VariantConfig, load_config
@@ -37,7 +43,7 @@ def port_of(variant: VariantConfig) -> int:
 
 
 def run_variant_serve(args: argparse.Namespace) -> int:
-    from serving.engines.vllm_server import server_env, variant_command
+    from serving.engines.vllm_server import variant_command, variant_env
 
     config = load_config(args.config)
     variant = config.variant(args.name)
@@ -47,8 +53,10 @@ def run_variant_serve(args: argparse.Namespace) -> int:
         )
     check_checkpoints([variant], remote_too=True)  # the server loads it here
     command = variant_command(variant, args.port or port_of(variant), host=args.host)
-    env = server_env(variant.engine.cpu_cores, preload=variant.engine.preload)
-    print(" ".join(command), flush=True)
+    env = variant_env(variant)
+    unset = [f"-u {k}" for k in sorted(set(os.environ) - set(env))]
+    changed = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()) if os.environ.get(k) != v]
+    print(" ".join(["env", *unset, *changed, *map(shlex.quote, command)]), flush=True)
     if args.dry_run:
         return 0
     os.execvpe(command[0], command, env)

@@ -33,6 +33,7 @@ import aiohttp
 
 from serving.config import Preload, VariantConfig
 from serving.engines.preload import preload_env
+from serving.engines.vllm_engine import compile_cache_env
 from serving.home import OFFLINE_ENV
 
 _LIVE_GROUPS: set[int] = set()
@@ -89,7 +90,7 @@ def server_command(
 
 def variant_command(variant: VariantConfig, port: int, host: str = "127.0.0.1") -> list[str]:
     """`server_command` with a variant's engine settings (served under `engine.served_model_name`,
-    default the variant's name)."""
+    default the variant's name; `--enforce-eager` with `engine.enforce_eager`)."""
     e = variant.engine
     return server_command(
         variant.model_path,
@@ -102,23 +103,40 @@ def variant_command(variant: VariantConfig, port: int, host: str = "127.0.0.1") 
         max_num_seqs=e.max_num_seqs,
         seed=e.seed,
         kv_cache_gib=e.kv_cache_gib,
+        extra_args=["--enforce-eager"] if e.enforce_eager else [],
     )
 
 
 def server_env(
-    cpu_cores: str, base: Mapping[str, str] | None = None, preload: Preload = Preload.NONE
+    cpu_cores: str,
+    base: Mapping[str, str] | None = None,
+    preload: Preload = Preload.NONE,
+    compile_cache: bool | None = None,
 ) -> dict[str, str]:
     """The server's environment: `base` (default: ours) with the cores its worker binds to,
     offline Hugging Face hubs, no `VLLM_CPU_KVCACHE_SPACE` (see the module doc) and the
-    `preload`ed libraries (`serving.engines.preload`)."""
+    `preload`ed libraries (`serving.engines.preload`).
+
+    `compile_cache` None leaves compilation to vLLM's defaults (a bare `vllm serve`, which on CPU
+    recompiles at every start); True or False is `engine.aot_compile` with driftgate's compile
+    cache (`compile_cache_env`), as the in-process engines have it: with True a restarted server
+    loads its compiled model instead of compiling it again."""
     env = dict(os.environ if base is None else base)
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)
     env.update({**OFFLINE_ENV, "VLLM_CPU_OMP_THREADS_BIND": cpu_cores, "PYTHONUNBUFFERED": "1"})
+    if compile_cache is not None:
+        env.update(compile_cache_env(compile_cache))
     ld_preload = preload_env(preload, env.get("LD_PRELOAD", ""))["LD_PRELOAD"]
     env.pop("LD_PRELOAD", None)
     if ld_preload:
         env["LD_PRELOAD"] = ld_preload
     return env
+
+
+def variant_env(variant: VariantConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`server_env` with a variant's engine settings: its cores, preloads and compile cache."""
+    e = variant.engine
+    return server_env(e.cpu_cores, base, preload=e.preload, compile_cache=e.aot_compile)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -276,9 +294,10 @@ async def running_server(
     grace_s: float = 10.0,
     wait: bool = True,
     preload: Preload = Preload.NONE,
+    compile_cache: bool | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """Starts `command` (from `server_command`, listening on `host:port`) in its own process
-    group with `server_env(cpu_cores)`, stdout and stderr to `log_path`; yields once `/health`
+    group with `server_env(cpu_cores, preload=..., compile_cache=...)`, stdout and stderr to `log_path`; yields once `/health`
     answers 200 (at once with `wait=False`: the caller then awaits `wait_healthy`, e.g. to start
     other things meanwhile); stops the whole group on exit, whatever happened."""
     log_path = Path(log_path)
@@ -290,7 +309,7 @@ async def running_server(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_fd,
             stderr=asyncio.subprocess.STDOUT,
-            env=server_env(cpu_cores, preload=preload),
+            env=server_env(cpu_cores, preload=preload, compile_cache=compile_cache),
             start_new_session=True,
         )
     finally:

@@ -49,10 +49,13 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def dense_server(server_log: Path) -> AsyncIterator[ServerProcess]:
-    """The dense model behind vLLM's server (started, not yet healthy: see `remote`)."""
+    """The dense model behind vLLM's server (started, not yet healthy: see `remote`), compiled into
+    driftgate's compile cache as `driftgate variant serve` does (the last test restarts it so)."""
     port = free_port()
     command = variant_command(server_variant(), port)
-    async with running_server(command, SERVER_CORES, server_log, port, wait=False) as server:
+    async with running_server(
+        command, SERVER_CORES, server_log, port, wait=False, compile_cache=True
+    ) as server:
         yield server
 
 

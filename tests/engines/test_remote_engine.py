@@ -14,9 +14,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
 from serving.engines.base import Chunk, Engine, SamplingSpec, TokenLogprobs
 from serving.engines.remote import RemoteEngine
+from serving.engines.vllm_engine import compile_cache_env
+from serving.engines.vllm_plugin import ENV as AOT_LOAD_ENV
 from serving.engines.vllm_server import (
     ServerProcess,
     free_port,
@@ -24,9 +27,10 @@ from serving.engines.vllm_server import (
     running_server,
     server_env,
     variant_command,
+    variant_env,
 )
 from serving.errors import ConfigError, EngineFailure, InvalidArgument, Unavailable
-from tests.conftest import FRANCE
+from tests.conftest import FRANCE, model_dir
 from tests.engines.conftest import MAX_MODEL_LEN, SERVER_CORES, FakeServer, server_variant, stub_command
 
 engine = pytest.mark.engine
@@ -421,14 +425,42 @@ async def test_server_death_and_recovery(
     await dense_server.stop(grace_s=5.0)
     assert not group_alive(dense_server.pid)
 
-    # A new server on the same port (eager: no compilation, a faster start): the engine recovers.
-    command = [*variant_command(server_variant(), dense_server.port), "--enforce-eager"]
-    async with running_server(command, SERVER_CORES, tmp_path / "restart.log", dense_server.port) as again:
+    # A new server on the same port, as a user restarts one (`driftgate variant serve` from the
+    # YAML): it loads the model the first server compiled into driftgate's compile cache instead
+    # of compiling it again, and the engine recovers.
+    config = tmp_path / "variant.yaml"
+    config.write_text(variant_yaml(dense_server.port))
+    command = [
+        str(Path(sys.executable).parent / "driftgate"),
+        "variant",
+        "serve",
+        "dense",
+        "--config",
+        str(config),
+    ]
+    log = tmp_path / "restart.log"
+    async with running_server(command, SERVER_CORES, log, dense_server.port) as again:
         await remote.check_health()
         assert remote.ready and remote.max_model_len == MAX_MODEL_LEN
         chunks = await collect(remote, FRANCE, SamplingSpec(max_tokens=4), "back")
         assert chunks[-1].finished and text(chunks)
     assert not group_alive(again.pid)
+    started = log.read_text()
+    assert "Directly load AOT compilation" in started, started[-3000:]
+    assert "Compiling model again" not in started
+
+
+def variant_yaml(port: int) -> str:
+    """`server_variant()` as a config file (the restarted server must match the compiled one)."""
+    e = server_variant().engine
+    engine = {
+        "url": f"http://127.0.0.1:{port}",
+        "max_model_len": e.max_model_len,
+        "kv_cache_gib": e.kv_cache_gib,
+        "cpu_cores": e.cpu_cores,
+        "max_num_seqs": e.max_num_seqs,
+    }
+    return yaml.safe_dump({"variants": [{"name": "dense", "model": str(model_dir()), "engine": engine}]})
 
 
 # -- the launcher ----------------------------------------------------------------------------------
@@ -441,10 +473,29 @@ def test_server_command_and_env() -> None:
     assert flags["--served-model-name"] == "int4" and flags["--port"] == "8123"
     assert flags["--host"] == "0.0.0.0" and flags["--max-model-len"] == str(MAX_MODEL_LEN)
     assert flags["--kv-cache-memory-bytes"] == str(1 << 30) and flags["--generation-config"] == "vllm"
+    assert "--enforce-eager" not in command
+    eager = server_variant("int4")
+    eager.engine.enforce_eager = True
+    assert variant_command(eager, 8123)[-1] == "--enforce-eager"
     env = server_env("1", base={"VLLM_CPU_KVCACHE_SPACE": "4", "PATH": "/bin"})
     assert "VLLM_CPU_KVCACHE_SPACE" not in env and env["PATH"] == "/bin"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "1" and env["HF_HUB_OFFLINE"] == "1"
     assert env["TRANSFORMERS_OFFLINE"] == "1"
+    assert "VLLM_USE_AOT_COMPILE" not in env and "VLLM_CACHE_ROOT" not in env  # a bare vllm serve
+
+
+def test_variant_env_compiles_into_driftgates_cache() -> None:
+    """A variant's server gets the in-process engines' compile settings (`engine.aot_compile`)."""
+    base = {"PATH": "/bin", "VLLM_CPU_KVCACHE_SPACE": "4"}
+    env = variant_env(server_variant(), base=base)
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == SERVER_CORES and "VLLM_CPU_KVCACHE_SPACE" not in env
+    assert {k: env[k] for k in compile_cache_env()} == compile_cache_env(aot=True)
+    assert env["VLLM_USE_AOT_COMPILE"] == "1" and env[AOT_LOAD_ENV] == "1"
+    eager = server_variant()
+    eager.engine.aot_compile = False
+    env = variant_env(eager, base=base)
+    assert env["VLLM_USE_AOT_COMPILE"] == "0" and env[AOT_LOAD_ENV] == "0"
+    assert env["VLLM_CACHE_ROOT"] == compile_cache_env()["VLLM_CACHE_ROOT"]
 
 
 ROOT = Path(__file__).resolve().parents[2]

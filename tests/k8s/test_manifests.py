@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
+from serving.engines.vllm_plugin import ENV as AOT_LOAD_ENV
 from tests.k8s.manifests import (
     ADAPTER_VALUES,
     CRD_SCHEMAS,
@@ -285,6 +286,8 @@ def test_cpu_overlay_runs_the_vllm_cpu_module_entry_point() -> None:
         )
         env = env_of(c)
         assert {"VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_KVCACHE_SPACE"} <= set(env)
+        # The compiled model is kept in HOME, on an emptyDir, and loaded back by a restarted container.
+        assert (env["VLLM_USE_AOT_COMPILE"], env[AOT_LOAD_ENV]) == ("1", "1")
         assert "nvidia.com/gpu" not in c["resources"]["limits"]
         # Guaranteed QoS (integer CPU, requests == limits): exclusive cores under the static CPU manager.
         assert c["resources"]["requests"] == c["resources"]["limits"]

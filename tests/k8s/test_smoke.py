@@ -571,6 +571,17 @@ def test_rendered_cpu_deployments_serve_and_mirror_a_request(tmp_path: Path) -> 
             print(f"{p.name}: PSS {pss / 2**30:.2f} GiB (limit {c['resources']['limits']['memory']})")
             assert 0 < pss < 0.8 * limit, f"{p.name}: less than 20% headroom"
 
+        # Each server compiled into its pod's /tmp emptyDir (HOME), where a restarted container finds it.
+        for v, pod in servers.items():
+            log = by_name[f"vllm-{v}"].log.read_text(errors="replace")
+            kept = re.search(
+                r"(?:saved AOT compiled function to|Directly load AOT compilation from path) (\S+)", log
+            )
+            assert kept and kept.group(1).startswith(pod.local_path("/tmp") + "/"), (
+                v,
+                by_name[f"vllm-{v}"].tail(),
+            )
+
         # SIGTERM (after the preStop sleep, which only delays it): each drains and exits in time.
         codes = {
             name: stop(by_name[name], grace[name])
