@@ -33,7 +33,7 @@ from bench.clients import DirectClient, grpc_call, openai_call
 from bench.load import Call, Cell, Runner, Sample, closed_loop, summarize
 from bench.profile import profile_gateway
 from bench.systems import Gateway, engine_yaml, gateway
-from serving.engines.vllm_server import free_port, running_server, server_command, wait_healthy
+from serving.engines.vllm_server import free_port, running_server, server_command, server_env, wait_healthy
 
 SETTLE_S = 1.5
 """Pause before each cell: vLLM's worker busy-polls for 1 s after its last step (shm_broadcast's
@@ -131,7 +131,7 @@ async def run_doors(
     command = server_command(model, "dense", port, max_model_len=1024, kv_cache_gib=1.0)
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(
-            running_server(command, "0-1", workdir / "vllm-serve.log", port, wait=False)
+            running_server(command, server_env("0-1"), workdir / "vllm-serve.log", port, wait=False)
         )
         gw: Gateway = await stack.enter_async_context(
             gateway(_gateway_variants(model, server.url), workdir, "gateway-doors")

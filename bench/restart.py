@@ -26,24 +26,29 @@ from typing import Any
 from bench.load import spread
 from serving.config import EngineConfig, VariantConfig
 
-SYSTEMS: dict[str, bool | None] = {"vllm-serve": None, "driftgate-variant-serve": True}
-"""System name → `compile_cache` of `running_server` (None: vLLM's defaults)."""
+SYSTEMS = ("vllm-serve", "driftgate-variant-serve")
+"""A bare `vllm serve` (`server_env`, vLLM's defaults), then `driftgate variant serve`'s (`variant_env`)."""
 LOADED = "Directly load AOT compilation"
 CACHE_ENV = "DRIFTGATE_COMPILE_CACHE"
 
 
-async def time_to_healthy(model: str, compile_cache: bool | None, log_path: Path) -> tuple[float, bool]:
+async def time_to_healthy(model: str, system: str, log_path: Path) -> tuple[float, bool]:
     """Seconds from starting the server until /health answers 200, and whether its log (a new
     file) says the compiled model was loaded rather than compiled; the server is stopped again."""
-    from serving.engines.vllm_server import free_port, running_server, variant_command
+    from serving.engines.vllm_server import (
+        free_port,
+        running_server,
+        server_env,
+        variant_command,
+        variant_env,
+    )
 
     variant = VariantConfig(name="dense", model=model, engine=EngineConfig(cpu_cores="0-1"))
+    env = server_env(variant.engine.cpu_cores) if system == "vllm-serve" else variant_env(variant)
     port = free_port()
     t0 = time.monotonic()
     command = variant_command(variant, port)
-    async with running_server(
-        command, "0-1", log_path, port, startup_timeout_s=900.0, compile_cache=compile_cache
-    ):
+    async with running_server(command, env, log_path, port, startup_timeout_s=900.0):
         elapsed = time.monotonic() - t0
     text = await asyncio.to_thread(log_path.read_text, errors="replace")
     return elapsed, LOADED in text
@@ -56,13 +61,13 @@ async def run_restart(model: str, workdir: Path, repeats: int, log: Callable[[st
     saved = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(cache)  # read by variant_env in this process
     try:
-        cold_s, _ = await time_to_healthy(model, True, workdir / "restart-cold.log")
+        cold_s, _ = await time_to_healthy(model, SYSTEMS[1], workdir / "restart-cold.log")
         log(f"  driftgate-variant-serve cold (fresh compile cache): healthy in {cold_s:.0f} s")
         starts: dict[str, list[float]] = {name: [] for name in SYSTEMS}
         loaded: dict[str, list[bool]] = {name: [] for name in SYSTEMS}
         for r in range(repeats):
-            for name, compile_cache in SYSTEMS.items():
-                s, hit = await time_to_healthy(model, compile_cache, workdir / f"restart-{name}-{r + 1}.log")
+            for name in SYSTEMS:
+                s, hit = await time_to_healthy(model, name, workdir / f"restart-{name}-{r + 1}.log")
                 starts[name].append(round(s, 1))
                 loaded[name].append(hit)
                 log(f"  round {r + 1} {name}: healthy in {s:.0f} s (compiled model loaded: {hit})")

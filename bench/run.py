@@ -5,7 +5,8 @@ Suites: `roofline` (bandwidth, measured first on an idle box), `doors` (gateway 
 vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on),
 `variants` (each demo variant in the gateway vs bare AsyncLLM), `preload` (tcmalloc and Intel
 OpenMP preloaded into the engine, vLLM's CPU advice), `startup` (cold and warm start of the demo
-config), `restart` (a remote variant's server started bare vs as `driftgate variant serve`), `compress` (compression wall time per demo recipe, from the variants' manifests).
+config), `restart` (a remote variant's server started bare vs as `driftgate variant serve`),
+`compress` (compression wall time per demo recipe, from the variants' manifests).
 """
 
 from __future__ import annotations

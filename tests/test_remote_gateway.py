@@ -25,7 +25,9 @@ from serving.engines.vllm_server import (
     ServerProcess,
     free_port,
     running_server,
+    server_env,
     variant_command,
+    variant_env,
     wait_healthy,
 )
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
@@ -124,9 +126,7 @@ async def servers(
             command, log = variant_command(variant, port), logs / f"{name}.log"
             # Compiled into driftgate's cache, as `driftgate variant serve` does: warm next time.
             started[name] = await stack.enter_async_context(
-                running_server(
-                    command, cores, log, port, wait=False, compile_cache=variant.engine.aot_compile
-                )
+                running_server(command, variant_env(variant), log, port, wait=False)
             )
         await asyncio.gather(*(wait_healthy(s, 600) for s in started.values()))
         yield started
@@ -197,7 +197,9 @@ async def _ready(app: App, name: str, want: bool, timeout_s: float) -> bool:
 async def _restart(server: ServerProcess, variant: VariantConfig, stack: contextlib.AsyncExitStack) -> None:
     command = variant_command(variant, server.port) + EAGER
     log = server.log_path.with_suffix(".restart.log")
-    await stack.enter_async_context(running_server(command, variant.engine.cpu_cores, log, server.port))
+    await stack.enter_async_context(
+        running_server(command, server_env(variant.engine.cpu_cores), log, server.port)
+    )
 
 
 async def test_killing_the_shadow_server_under_load_costs_the_primary_nothing(

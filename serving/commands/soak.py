@@ -242,7 +242,7 @@ class RemoteServers:
     async def start(self, name: str) -> None:
         from urllib.parse import urlparse
 
-        from serving.engines.vllm_server import running_server, variant_command
+        from serving.engines.vllm_server import running_server, variant_command, variant_env
 
         v = self._run.config.variant(name)
         assert v is not None
@@ -250,15 +250,7 @@ class RemoteServers:
         stack = contextlib.AsyncExitStack()
         log = self._run.out / f"vllm-{name}.log"
         await stack.enter_async_context(
-            running_server(
-                variant_command(v, port),
-                v.engine.cpu_cores,
-                log,
-                port,
-                wait=False,
-                preload=v.engine.preload,
-                compile_cache=v.engine.aot_compile,
-            )
+            running_server(variant_command(v, port), variant_env(v), log, port, wait=False)
         )
         self._stacks[name] = stack
 

@@ -286,19 +286,17 @@ async def wait_healthy(server: ServerProcess, timeout_s: float) -> float:
 @contextlib.asynccontextmanager
 async def running_server(
     command: Sequence[str],
-    cpu_cores: str,
+    env: Mapping[str, str],
     log_path: str | Path,
     port: int,
     host: str = "127.0.0.1",
     startup_timeout_s: float = 600.0,
     grace_s: float = 10.0,
     wait: bool = True,
-    preload: Preload = Preload.NONE,
-    compile_cache: bool | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """Starts `command` (from `server_command`, listening on `host:port`) in its own process
-    group with `server_env(cpu_cores, preload=..., compile_cache=...)`, stdout and stderr to `log_path`; yields once `/health`
-    answers 200 (at once with `wait=False`: the caller then awaits `wait_healthy`, e.g. to start
+    group with `env` (`variant_env` or `server_env`), stdout and stderr to `log_path`; yields
+    once `/health` answers 200 (at once with `wait=False`: the caller then awaits `wait_healthy`, e.g. to start
     other things meanwhile); stops the whole group on exit, whatever happened."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,7 +307,7 @@ async def running_server(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_fd,
             stderr=asyncio.subprocess.STDOUT,
-            env=server_env(cpu_cores, preload=preload, compile_cache=compile_cache),
+            env=dict(env),
             start_new_session=True,
         )
     finally:

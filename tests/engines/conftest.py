@@ -26,6 +26,7 @@ from serving.engines.vllm_server import (
     free_port,
     running_server,
     variant_command,
+    variant_env,
     wait_healthy,
 )
 from tests.conftest import model_dir
@@ -53,9 +54,7 @@ async def dense_server(server_log: Path) -> AsyncIterator[ServerProcess]:
     driftgate's compile cache as `driftgate variant serve` does (the last test restarts it so)."""
     port = free_port()
     command = variant_command(server_variant(), port)
-    async with running_server(
-        command, SERVER_CORES, server_log, port, wait=False, compile_cache=True
-    ) as server:
+    async with running_server(command, variant_env(server_variant()), server_log, port, wait=False) as server:
         yield server
 
 

@@ -439,7 +439,7 @@ async def test_server_death_and_recovery(
         str(config),
     ]
     log = tmp_path / "restart.log"
-    async with running_server(command, SERVER_CORES, log, dense_server.port) as again:
+    async with running_server(command, server_env(SERVER_CORES), log, dense_server.port) as again:
         await remote.check_health()
         assert remote.ready and remote.max_model_len == MAX_MODEL_LEN
         chunks = await collect(remote, FRANCE, SamplingSpec(max_tokens=4), "back")
@@ -502,10 +502,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = """
 import asyncio, sys
 from pathlib import Path
-from serving.engines.vllm_server import running_server
+from serving.engines.vllm_server import running_server, server_env
 from tests.engines.conftest import stub_command
 async def main(port):
-    async with running_server(stub_command(port), "0", Path(sys.argv[2]), port) as server:
+    async with running_server(stub_command(port), server_env("0"), Path(sys.argv[2]), port) as server:
         print(server.pid, flush=True)
         await asyncio.sleep(600)
 asyncio.run(main(int(sys.argv[1])))
@@ -536,7 +536,9 @@ async def test_running_server_leaves_no_process(tmp_path: Path) -> None:
     """A stand-in server whose child ignores SIGTERM: gone (SIGKILLed) however the block ends."""
     port = free_port()
     with pytest.raises(RuntimeError, match="body failed"):
-        async with running_server(stub_command(port), "0", tmp_path / "a.log", port, grace_s=1.0) as server:
+        async with running_server(
+            stub_command(port), server_env("0"), tmp_path / "a.log", port, grace_s=1.0
+        ) as server:
             assert group_alive(server.pid)  # running while the block runs (and gone after)
             raise RuntimeError("body failed")
     assert not group_alive(server.pid)
@@ -544,10 +546,12 @@ async def test_running_server_leaves_no_process(tmp_path: Path) -> None:
     port = free_port()
     with pytest.raises(RuntimeError, match="not healthy after 2s"):
         stub = stub_command(port, 500)
-        async with running_server(stub, "0", tmp_path / "b.log", port, startup_timeout_s=2.0, grace_s=1.0):
+        async with running_server(
+            stub, server_env("0"), tmp_path / "b.log", port, startup_timeout_s=2.0, grace_s=1.0
+        ):
             pytest.fail("unreachable")
     # exits at once: the error carries its log
     command = [sys.executable, "-c", "print('no such model'); raise SystemExit(3)"]
     with pytest.raises(RuntimeError, match=r"(?s)exited with 3.*no such model"):
-        async with running_server(command, "0", tmp_path / "c.log", free_port()):
+        async with running_server(command, server_env("0"), tmp_path / "c.log", free_port()):
             pytest.fail("unreachable")
