@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -87,37 +88,43 @@ async def server() -> AsyncIterator[tuple[str, Recorder]]:
 
 
 async def run_locust(
-    host: str, tmp: Path, name: str, args: tuple[str, ...] = (), **env: str
+    host: str, args: tuple[str, ...] = (), **env: str
 ) -> tuple[int, dict[str, dict[str, Any]], str]:
     """Runs locust headless for 3 s with 2 users (plus `args`); returns (exit code, stats by name,
-    output and the failures table)."""
-    out = tmp / f"{name}.json"
+    output). `--json` prints the stats, then the summary tables and the error report, all written
+    at the end of the run (the `--csv` failures file is only rewritten once a second, so a run's
+    last failures may never reach it)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "2", "-r", "2",
-        "-t", "3s", "--stop-timeout", "2", "--host", host, "--json-file", str(out.with_suffix("")),
-        "--csv", str(tmp / name), "--only-summary", "--loglevel", "WARNING", *args,
+        "-t", "3s", "--stop-timeout", "2", "--host", host, "--json", "--only-summary",
+        "--loglevel", "WARNING", *args,
         cwd=REPO, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await asyncio.wait_for(proc.communicate(), 30)
-    stats = {s["name"]: s for s in json.loads(out.read_text())} if out.exists() else {}
-    failures = tmp / f"{name}_failures.csv"
-    text = output.decode(errors="replace") + (failures.read_text() if failures.exists() else "")
-    return proc.returncode or 0, stats, text
+    text = output.decode(errors="replace")
+    return proc.returncode or 0, stats_of(text), text
+
+
+def stats_of(output: str) -> dict[str, dict[str, Any]]:
+    """The stats list `--json` printed (from a line that is "[" or "[]"), by name; {} if none."""
+    start = re.search(r"^\[\]?$", output, re.MULTILINE)
+    if start is None:
+        return {}
+    entries, _ = json.JSONDecoder().raw_decode(output, start.start())
+    return {s["name"]: s for s in entries}
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_locust_user_records_requests_by_variant_and_failures(
-    server: tuple[str, Recorder], tmp_path: Path
-) -> None:
+async def test_locust_user_records_requests_by_variant_and_failures(server: tuple[str, Recorder]) -> None:
     host, recorder = server
     ok, broken = await asyncio.gather(
-        run_locust(f"http://{host}/", tmp_path, "ok", DRIFTGATE_MAX_TOKENS="7"),
-        run_locust(host, tmp_path, "broken", DRIFTGATE_VARIANT=BROKEN),
+        run_locust(f"http://{host}/", DRIFTGATE_MAX_TOKENS="7"),
+        run_locust(host, DRIFTGATE_VARIANT=BROKEN),
     )
     many, remote, bad = await asyncio.gather(
-        run_locust(host, tmp_path, "many", args=("--dg-variant", MANY)),
-        run_locust("10.1.2.3:50051", tmp_path, "remote", DRIFTGATE_TIMEOUT_S="0.5"),
-        run_locust(host, tmp_path, "bad", DRIFTGATE_TLS_CERT=str(LOCUSTFILE)),
+        run_locust(host, args=("--dg-variant", MANY)),
+        run_locust("10.1.2.3:50051", DRIFTGATE_TIMEOUT_S="0.5"),
+        run_locust(host, DRIFTGATE_TLS_CERT=str(LOCUSTFILE)),
     )
 
     code, stats, output = ok
@@ -193,10 +200,10 @@ async def test_locust_over_mutual_tls_with_an_api_key(tmp_path: Path) -> None:
     try:
         grpc_host, http_host = f"localhost:{app.grpc.port}", f"https://localhost:{app.http_port}"
         runs = await asyncio.gather(
-            run_locust(grpc_host, tmp_path, "tls", args=tls, DRIFTGATE_API_KEY=KEY),
-            run_locust(grpc_host, tmp_path, "tls-bad", args=(*tls, "--dg-api-key", "wrong")),
-            run_locust(http_host, tmp_path, "https", DRIFTGATE_API_KEY=KEY, **https),
-            run_locust(http_host, tmp_path, "https-bad", DRIFTGATE_API_KEY="wrong", **https),
+            run_locust(grpc_host, args=tls, DRIFTGATE_API_KEY=KEY),
+            run_locust(grpc_host, args=(*tls, "--dg-api-key", "wrong")),
+            run_locust(http_host, DRIFTGATE_API_KEY=KEY, **https),
+            run_locust(http_host, DRIFTGATE_API_KEY="wrong", **https),
         )
     finally:
         await app.stop()
@@ -219,7 +226,7 @@ HTTP_NAMES = {
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_locust_http_user_records_requests_and_failures(tmp_path: Path) -> None:
+async def test_locust_http_user_records_requests_and_failures() -> None:
     config = Config(server=ServerConfig(http_port=0), variants=[VariantConfig(name="dense")])
     gateway = Gateway(config, ListSink())
     engine = FakeEngine("dense", text="Paris is nice")
@@ -228,10 +235,8 @@ async def test_locust_http_user_records_requests_and_failures(tmp_path: Path) ->
     try:
         host = f"127.0.0.1:{server.port}"
         ok, missing = await asyncio.gather(
-            run_locust(
-                f"http://{host}/", tmp_path, "http-ok", DRIFTGATE_PROTOCOL="http", DRIFTGATE_MAX_TOKENS="7"
-            ),
-            run_locust(host, tmp_path, "http-missing", DRIFTGATE_PROTOCOL="http", DRIFTGATE_VARIANT="nope"),
+            run_locust(f"http://{host}/", DRIFTGATE_PROTOCOL="http", DRIFTGATE_MAX_TOKENS="7"),
+            run_locust(host, DRIFTGATE_PROTOCOL="http", DRIFTGATE_VARIANT="nope"),
         )
     finally:
         await server.stop()
