@@ -89,6 +89,7 @@ class GatewayUser(User):
             max_tokens=self.opts.max_tokens,
             temperature=0.0,
             variant=self.opts.variant,
+            ignore_eos=self.opts.ignore_eos,
         )
 
     @tag("unary")
@@ -120,6 +121,8 @@ class OpenAIUser(User):
     def body(self, chat: bool) -> dict[str, Any]:
         prompt = random.choice(PROMPTS)
         body: dict[str, Any] = {"model": self.model, "max_tokens": self.opts.max_tokens, "temperature": 0.0}
+        if self.opts.ignore_eos:
+            body["ignore_eos"] = True  # vLLM's extension, which the HTTP door accepts
         if chat:
             return {**body, "messages": [{"role": "user", "content": prompt}]}
         return {**body, "prompt": prompt}

@@ -34,6 +34,8 @@ class GenerateCall:
     variant: str = ""
     request_id: str = ""
     messages: tuple[ChatMessage, ...] = ()
+    ignore_eos: bool = False
+    """Generate past end-of-sequence, up to max_tokens or a stop string (fixed-length answers)."""
     caller: str = ""
     """The API key's name ("" when authentication is off): per-key concurrency counts by it."""
     door: str = "internal"
@@ -91,4 +93,4 @@ def sampling_spec(
             f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the model's "
             f"context of {max_model_len} tokens"
         )
-    return SamplingSpec(max_tokens, temperature, top_p, call.seed, tuple(call.stop))
+    return SamplingSpec(max_tokens, temperature, top_p, call.seed, tuple(call.stop), call.ignore_eos)

@@ -18,6 +18,7 @@ class FakeEngine:
         self.first_id = first_id
         self._max = max_model_len
         self.prompts: list[str] = []
+        self.samplings: list[SamplingSpec] = []
 
     @property
     def max_model_len(self) -> int:
@@ -38,6 +39,7 @@ class FakeEngine:
         prompt_token_ids: Sequence[int] = (),
     ) -> AsyncGenerator[Chunk, None]:
         self.prompts.append(prompt)
+        self.samplings.append(sampling)
         words = self.text.split(" ")
         for i, w in enumerate(words):
             last = i == len(words) - 1

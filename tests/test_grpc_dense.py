@@ -231,6 +231,22 @@ async def test_chat_request_is_answered_with_the_models_chat_template(stub: pb_g
     assert "".join(c.text for c in streamed) == by_chat.text
 
 
+async def test_ignore_eos_generates_up_to_max_tokens(stub: pb_grpc.GatewayStub) -> None:
+    """The chat answer ("Hello! How can I assist you today?") ends with the end-of-turn token well
+    before 48 tokens; with ignore_eos the model goes on past it to max_tokens (fixed-length answers
+    for load tests)."""
+    messages = [pb.ChatMessage(role="user", content="Hi!")]
+    req = pb.GenerateRequest(messages=messages, max_tokens=48, temperature=0.0)
+    ended = await stub.Generate(req)
+    assert ended.finish_reason == "stop" and ended.completion_tokens < 48, ended
+    req.ignore_eos = True
+    full = await stub.Generate(req)
+    assert full.finish_reason == "length" and full.completion_tokens == 48, full
+    assert full.text.startswith(ended.text)  # greedy: the same answer, then more
+    chunks = [c async for c in stub.GenerateStream(req)]
+    assert "".join(c.text for c in chunks) == full.text and chunks[-1].completion_tokens == 48
+
+
 async def test_bad_chat_request_is_invalid_argument(stub: pb_grpc.GatewayStub) -> None:
     bad = pb.GenerateRequest(prompt="hi", messages=[pb.ChatMessage(role="user", content="hi")])
     with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -9,13 +9,14 @@ locust monkey-patches the process with gevent on import, so it runs as a subproc
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import re
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,12 @@ KEY = "load-test-key-1"
 class Recorder(pb_grpc.GatewayServicer):
     """Answers "Paris" (three stream chunks); records what each request asked for."""
 
-    seen: list[tuple[str, int, float, str]] = field(default_factory=list)
+    seen: list[tuple[str, int, float, str, bool]] = field(default_factory=list)
 
     def _check(self, request: pb.GenerateRequest) -> str:
         """Records the request; returns the variant that answers it."""
-        self.seen.append((request.prompt, request.max_tokens, request.temperature, request.variant))
+        req = request
+        self.seen.append((req.prompt, req.max_tokens, req.temperature, req.variant, req.ignore_eos))
         return f"{MANY}-{len(self.seen)}" if request.variant == MANY else request.variant or "dense"
 
     async def Generate(self, request: pb.GenerateRequest, context: Any) -> pb.GenerateResponse:
@@ -118,7 +120,7 @@ def stats_of(output: str) -> dict[str, dict[str, Any]]:
 async def test_locust_user_records_requests_by_variant_and_failures(server: tuple[str, Recorder]) -> None:
     host, recorder = server
     ok, broken = await asyncio.gather(
-        run_locust(f"http://{host}/", DRIFTGATE_MAX_TOKENS="7"),
+        run_locust(f"http://{host}/", DRIFTGATE_MAX_TOKENS="7", DRIFTGATE_IGNORE_EOS="true"),
         run_locust(host, DRIFTGATE_VARIANT=BROKEN),
     )
     many, remote, bad = await asyncio.gather(
@@ -147,7 +149,11 @@ async def test_locust_user_records_requests_by_variant_and_failures(server: tupl
     assert stream["total_content_length"] == 7 * stream["num_requests"]
     assert stats["Generate[dense]"]["total_content_length"] == 7 * stats["Generate[dense]"]["num_requests"]
     sent = [r for r in recorder.seen if r[3] not in (BROKEN, MANY)]
-    assert sent and all(tokens == 7 and temp == 0.0 and variant == "" for _, tokens, temp, variant in sent)
+    assert sent and all(
+        tokens == 7 and temp == 0.0 and variant == "" and ignore_eos
+        for _, tokens, temp, variant, ignore_eos in sent
+    )
+    assert not any(r[4] for r in recorder.seen if r[3] in (BROKEN, MANY))  # off unless asked
     assert any(prompt.startswith("The capital of") for prompt, *_ in sent)
 
     code, stats, output = broken
@@ -235,7 +241,12 @@ async def test_locust_http_user_records_requests_and_failures() -> None:
     try:
         host = f"127.0.0.1:{server.port}"
         ok, missing = await asyncio.gather(
-            run_locust(f"http://{host}/", DRIFTGATE_PROTOCOL="http", DRIFTGATE_MAX_TOKENS="7"),
+            run_locust(
+                f"http://{host}/",
+                DRIFTGATE_PROTOCOL="http",
+                DRIFTGATE_MAX_TOKENS="7",
+                DRIFTGATE_IGNORE_EOS="1",
+            ),
             run_locust(host, DRIFTGATE_PROTOCOL="http", DRIFTGATE_VARIANT="nope"),
         )
     finally:
@@ -257,6 +268,7 @@ async def test_locust_http_user_records_requests_and_failures() -> None:
             == stats["chat/stream[dense]"]["num_requests"]
         )
     assert any(prompt.startswith("The capital of") for prompt in engine.prompts)
+    assert engine.samplings and all(s.ignore_eos and s.max_tokens == 7 for s in engine.samplings)
 
     code, stats, output = missing
     assert code == 1, output
@@ -264,3 +276,16 @@ async def test_locust_http_user_records_requests_and_failures() -> None:
     for s in stats.values():
         assert s["num_failures"] == s["num_requests"] > 0, output
     assert "HTTP 404: The model 'nope' does not exist" in output
+
+
+def test_options_read_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(LOCUSTFILE.parent))  # as locust imports it: next to the locustfile
+    from dgload.options import options_of
+
+    monkeypatch.setenv("DRIFTGATE_IGNORE_EOS", "Yes")
+    assert options_of(None).ignore_eos
+    flags = argparse.Namespace(dg_ignore_eos="off", dg_max_tokens="9")  # a flag wins over its variable
+    assert options_of(flags) == replace(options_of(None), ignore_eos=False, max_tokens=9)
+    monkeypatch.setenv("DRIFTGATE_IGNORE_EOS", "maybe")
+    with pytest.raises(ValueError, match=r"DRIFTGATE_IGNORE_EOS \(--dg-ignore-eos\): not a boolean: 'maybe'"):
+        options_of(None)

@@ -66,7 +66,7 @@ async def test_promotion_under_locust_load_loses_no_request(dense_engine: Engine
             watcher = asyncio.create_task(_watch_roles(stub, seen, stop))
             load = asyncio.create_task(
                 run_locust(
-                    app.address, tmp_path, "promote", ("-u", "8", "-r", "8", "-t", "14s"),
+                    app.address, ("-u", "8", "-r", "8", "-t", "14s"),
                     DRIFTGATE_API_KEY=USER_KEY, DRIFTGATE_MAX_TOKENS="8",
                 )
             )  # fmt: skip

@@ -21,6 +21,7 @@ class Options:
     """What every simulated user sends and how it connects."""
 
     max_tokens: int = _f(DEFAULT_MAX_TOKENS, "max_tokens of every request")
+    ignore_eos: bool = _f(False, "generate past end-of-sequence: every answer is max_tokens long")
     variant: str = _f("", "pin every request to this variant (gRPC `variant`, HTTP `model`); empty: routed")
     timeout_s: float = _f(DEFAULT_TIMEOUT_S, "per-request deadline in seconds")
     tls_ca: str = _f("", "PEM file of the CA that signed the gateway's certificate (turns TLS on)")
@@ -30,8 +31,19 @@ class Options:
     api_key: str = _f("", "API key, sent as `authorization: Bearer <key>`")
 
 
-ARGUMENTS: tuple[tuple[str, str, type], ...] = (
+def boolean(raw: str) -> bool:
+    """1/true/yes/on or 0/false/no/off (any case); ValueError otherwise."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+ARGUMENTS: tuple[tuple[str, str, Any], ...] = (
     ("max_tokens", "DRIFTGATE_MAX_TOKENS", int),
+    ("ignore_eos", "DRIFTGATE_IGNORE_EOS", boolean),
     ("variant", "DRIFTGATE_VARIANT", str),
     ("timeout_s", "DRIFTGATE_TIMEOUT_S", float),
     ("tls_ca", "DRIFTGATE_TLS_CA", str),

@@ -19,6 +19,8 @@ class SamplingSpec:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    """Go on past the end-of-sequence token, up to max_tokens (or a stop string)."""
 
 
 @dataclass(frozen=True)

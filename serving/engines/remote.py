@@ -258,6 +258,8 @@ class RemoteEngine:
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
+        if sampling.ignore_eos:
+            body["ignore_eos"] = True  # vLLM's extension of the OpenAI API
         if logprobs is not None:
             body["logprobs"] = logprobs
             body["return_tokens_as_token_ids"] = True

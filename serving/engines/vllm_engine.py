@@ -264,6 +264,7 @@ class VllmEngine:
             top_p=sampling.top_p,
             seed=sampling.seed,
             stop=list(sampling.stop) or None,
+            ignore_eos=sampling.ignore_eos,
             logprobs=logprobs,
             output_kind=RequestOutputKind.DELTA,
             **extra,

@@ -37,6 +37,7 @@ def to_call(req: pb.GenerateRequest) -> GenerateCall:
         variant=req.variant,
         request_id=req.request_id,
         messages=tuple(ChatMessage(m.role, m.content) for m in req.messages),
+        ignore_eos=req.ignore_eos,
         caller=CALLER.get(),
         door="grpc",
         received_at=received,

@@ -46,6 +46,8 @@ class _Sampling(_Request):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
+    ignore_eos: bool | None = None
+    """vLLM's extension (`vllm bench serve --ignore-eos` sends it): generate up to max_tokens."""
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -174,6 +174,7 @@ class OpenAIDoor:
             top_p=req.top_p,
             seed=req.seed,
             stop=req.stops(),
+            ignore_eos=bool(req.ignore_eos),
             variant=variant,
             request_id=self._request_id(request, req.user),
             caller=caller,

@@ -38,6 +38,8 @@ engine = pytest.mark.engine
 PROMPTS = (FRANCE, "Water boils at a temperature of", "def add(a, b):\n    ")
 COUNTING = "Count: 1, 2, 3, 4, 5, 6, 7,"  # keeps going (the model stops at once on most instructions)
 TOL = 1e-2
+CHAT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+"""A chat turn in SmolLM2's template: the answer ends with <|im_end|>, its end-of-sequence token."""
 
 
 async def collect(
@@ -223,6 +225,20 @@ async def test_stop_and_max_tokens_pass_through(remote: RemoteEngine, local: Eng
     want = await collect(local, COUNTING, stop, "st-l")
     assert mine[-1].finish_reason == want[-1].finish_reason == "stop"
     assert text(mine) == text(want) == " 8, 9,"
+
+
+@engine
+async def test_ignore_eos_passes_through(remote: RemoteEngine, local: Engine) -> None:
+    """The instruction's answer ends with the end-of-turn token; `ignore_eos` reaches the server
+    (vLLM's extension of the OpenAI API) and the answer runs to max_tokens, as in-process."""
+    ended = await collect(remote, CHAT, SamplingSpec(max_tokens=48), "ie-0")
+    assert ended[-1].finish_reason == "stop" and len(ids(ended)) < 48
+    spec = SamplingSpec(max_tokens=48, ignore_eos=True)
+    mine = await collect(remote, CHAT, spec, "ie-r")
+    want = await collect(local, CHAT, spec, "ie-l")
+    assert mine[-1].finish_reason == want[-1].finish_reason == "length"
+    assert len(ids(mine)) == len(ids(want)) == 48
+    assert ids(mine)[: len(ids(ended))] == ids(want)[: len(ids(ended))] == ids(ended)
 
 
 @engine

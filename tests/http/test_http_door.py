@@ -159,7 +159,13 @@ async def test_http_and_grpc_hand_the_engine_the_same_request() -> None:
             stub = pb_grpc.GatewayStub(channel)
             await stub.Generate(
                 pb.GenerateRequest(
-                    prompt="hi there", max_tokens=7, temperature=0.5, top_p=0.75, seed=3, stop=["x"]
+                    prompt="hi there",
+                    max_tokens=7,
+                    temperature=0.5,
+                    top_p=0.75,
+                    seed=3,
+                    stop=["x"],
+                    ignore_eos=True,
                 )
             )
             turns = [
@@ -176,6 +182,7 @@ async def test_http_and_grpc_hand_the_engine_the_same_request() -> None:
             top_p=0.75,
             seed=3,
             stop="x",
+            extra_body={"ignore_eos": True},  # vLLM's extension, as `vllm bench serve` sends it
         )
         messages: list[ChatCompletionMessageParam] = [
             {
@@ -193,6 +200,7 @@ async def test_http_and_grpc_hand_the_engine_the_same_request() -> None:
         _ = [c async for c in stream]
         assert len(engine.seen) == 4
         assert engine.seen[2] == engine.seen[0] and engine.seen[3] == engine.seen[1]
+        assert engine.seen[0][1].ignore_eos and not engine.seen[1][1].ignore_eos
         assert engine.seen[1][0] == "<system>be\nbrief\n<user>hi\n<assistant>"
     finally:
         await app.stop()
@@ -212,6 +220,7 @@ BAD_BODIES: list[tuple[str, bytes, int, str | None, str]] = [
     (COMPLETIONS, b'{"prompt": "hi", "max_tokens": "5"}', 400, "max_tokens", "valid integer"),
     (COMPLETIONS, b'{"prompt": "hi", "temperature": true}', 400, "temperature", "valid number"),
     (COMPLETIONS, b'{"prompt": "hi", "stream": "yes"}', 400, "stream", "valid boolean"),
+    (COMPLETIONS, b'{"prompt": "hi", "ignore_eos": 1}', 400, "ignore_eos", "valid boolean"),
     (COMPLETIONS, b'{"prompt": 5}', 400, "prompt", "must be a string"),
     (COMPLETIONS, b'{"prompt": ["a", "b"]}', 400, "prompt", "batches"),
     (COMPLETIONS, b'{"prompt": [1, 2, 3]}', 400, "prompt", "token-id"),
