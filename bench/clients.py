@@ -1,5 +1,6 @@
 """The bench's clients: every system is called the same way (a streamed, greedy completion of
-`max_tokens` tokens, no early stop) and timed the same way (send → first text → last chunk).
+`max_tokens` tokens: `ignore_eos`, so a variant that ends its answer early does not look fast)
+and timed the same way (send → first text → last chunk).
 
 - `grpc_call`: driftgate's `GenerateStream` (optionally pinned to a variant);
 - `openai_call`: `POST /v1/completions` with `stream: true` over one pooled aiohttp session, as
@@ -29,7 +30,7 @@ from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 def grpc_call(stub: pb_grpc.GatewayStub, max_tokens: int, variant: str = "") -> Call:
     async def call(prompt: str) -> Sample:
         request = pb.GenerateRequest(
-            prompt=prompt, max_tokens=max_tokens, temperature=0.0, variant=variant, stop=[]
+            prompt=prompt, max_tokens=max_tokens, temperature=0.0, variant=variant, ignore_eos=True
         )
         t0 = time.perf_counter()
         ttft = None
@@ -68,6 +69,7 @@ def openai_call(session: aiohttp.ClientSession, base_url: str, model: str, max_t
             "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": 0.0,
+            "ignore_eos": True,  # vLLM's extension; driftgate's HTTP door accepts it too
             "stream": True,
             "stream_options": {"include_usage": True},
         }

@@ -25,7 +25,9 @@ def _direct_call(llm: Any, max_tokens: int) -> Call:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, output_kind=RequestOutputKind.DELTA)
+    params = SamplingParams(
+        max_tokens=max_tokens, temperature=0.0, ignore_eos=True, output_kind=RequestOutputKind.DELTA
+    )
 
     async def call(prompt: str) -> Sample:
         t0 = time.perf_counter()

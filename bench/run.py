@@ -74,6 +74,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['date']} · commit {m['commit']} · {m['cpu']} · {m['cores']} cores · {m['memory_gb']} GB · "
         f"vLLM {m['versions']['vllm']} · settings {json.dumps(result['settings'])}",
         "",
+        "Every request is a greedy, streamed completion of exactly max_tokens tokens (`ignore_eos`). "
         "Figures are the median over repeats with [lowest–highest]; ratios and differences pair the "
         "two systems' cells of the same repeat (they ran back to back).",
     ]

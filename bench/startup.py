@@ -39,7 +39,7 @@ PROMPTS = (
 
 
 async def decode_rate(engine: Any, concurrency: int, requests: int) -> dict[str, float]:
-    """Greedy generations of up to 64 tokens, `concurrency` at a time: tokens per second."""
+    """Greedy generations of 64 tokens (`ignore_eos`), `concurrency` at a time: tokens per second."""
     from serving.engines.base import SamplingSpec
 
     todo = list(range(requests))
@@ -51,7 +51,7 @@ async def decode_rate(engine: Any, concurrency: int, requests: int) -> dict[str,
             i = todo.pop()
             done = 0
             async for chunk in engine.generate(
-                PROMPTS[i % 4], SamplingSpec(max_tokens=64), f"t{i}-{time.time_ns()}"
+                PROMPTS[i % 4], SamplingSpec(max_tokens=64, ignore_eos=True), f"t{i}-{time.time_ns()}"
             ):
                 done = chunk.completion_tokens
             tokens += done

@@ -48,6 +48,8 @@ class _Sampling(_Request):
     logit_bias: dict[str, float] | None = None
     ignore_eos: bool | None = None
     """vLLM's extension (`vllm bench serve --ignore-eos` sends it): generate up to max_tokens."""
+    repetition_penalty: float | None = None
+    """vLLM's extension; `vllm bench serve` sends 1.0 (neutral), the only value accepted."""
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -72,6 +74,8 @@ class _Sampling(_Request):
                 found.append((name, f"{name} is not supported; leave it unset or 0"))
         if self.logit_bias:
             found.append(("logit_bias", "logit_bias is not supported"))
+        if self.repetition_penalty not in (None, 1):
+            found.append(("repetition_penalty", "repetition_penalty is not supported; leave it unset or 1"))
         if self.stream_options is not None and not self.stream:
             found.append(("stream_options", "stream_options is only allowed with stream: true"))
         return found

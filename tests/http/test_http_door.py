@@ -221,6 +221,7 @@ BAD_BODIES: list[tuple[str, bytes, int, str | None, str]] = [
     (COMPLETIONS, b'{"prompt": "hi", "temperature": true}', 400, "temperature", "valid number"),
     (COMPLETIONS, b'{"prompt": "hi", "stream": "yes"}', 400, "stream", "valid boolean"),
     (COMPLETIONS, b'{"prompt": "hi", "ignore_eos": 1}', 400, "ignore_eos", "valid boolean"),
+    (COMPLETIONS, b'{"prompt": "hi", "repetition_penalty": 1.2}', 400, "repetition_penalty", "not supported"),
     (COMPLETIONS, b'{"prompt": 5}', 400, "prompt", "must be a string"),
     (COMPLETIONS, b'{"prompt": ["a", "b"]}', 400, "prompt", "batches"),
     (COMPLETIONS, b'{"prompt": [1, 2, 3]}', 400, "prompt", "token-id"),
