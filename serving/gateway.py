@@ -211,7 +211,8 @@ class Gateway:
                         yield StreamEvent(chunk.text)
                         span.delivered()
             done = acc.result()
-            self.mirror.answered(variant.name, prompt, done.answer.text, None)
+            if not sampling.ignore_eos:  # an answer run past its end is not the answer a probe scores
+                self.mirror.answered(variant.name, prompt, done.answer.text, None)
             if job:
                 job.primary_done(done)
             answer = done.answer

@@ -179,7 +179,8 @@ class Mirror:
             self._outcome(name, "error")
         else:
             self._outcome(name, "compared", result)
-            self.answered(name, prompt, mine.answer.text, primary.answer.text)
+            if not sampling.ignore_eos:  # an answer run past its end is not the answer a probe scores
+                self.answered(name, prompt, mine.answer.text, primary.answer.text)
         finally:
             self._in_flight[name] -= 1
 

@@ -93,4 +93,11 @@ def sampling_spec(
             f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the model's "
             f"context of {max_model_len} tokens"
         )
-    return SamplingSpec(max_tokens, temperature, top_p, call.seed, tuple(call.stop), call.ignore_eos)
+    return SamplingSpec(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=call.seed,
+        stop=tuple(call.stop),
+        ignore_eos=call.ignore_eos,
+    )

@@ -121,6 +121,24 @@ async def test_chat_messages_are_rendered_once_and_mirrored_as_rendered() -> Non
     assert [m.outcome for m in sink.mirrors] == ["compared"]
 
 
+async def test_ignore_eos_reaches_the_shadow_but_not_the_probe_hook() -> None:
+    """Shadows generate as the primary does (compared as generated); an answer run past its
+    end-of-sequence is not scored as a probe answer, for the primary or the shadow."""
+    gateway, engines, sink = _gateway(
+        VariantConfig(name="dense"), VariantConfig(name="shadow", role=Role.SHADOW, sample_rate=1.0)
+    )
+    scored: list[tuple[str, str]] = []
+    gateway.on_answer = lambda variant, prompt, text, primary: scored.append((variant, prompt))
+    await gateway.generate(GenerateCall(prompt="fixed length", ignore_eos=True))
+    await gateway.mirror.drain()
+    assert engines["dense"].samplings[-1].ignore_eos and engines["shadow"].samplings[-1].ignore_eos
+    assert [m.outcome for m in sink.mirrors] == ["compared"] and scored == []
+    await gateway.generate(GenerateCall(prompt="as answered"))
+    await gateway.mirror.drain()
+    assert not engines["shadow"].samplings[-1].ignore_eos
+    assert sorted(scored) == [("dense", "as answered"), ("shadow", "as answered")]
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

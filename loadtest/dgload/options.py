@@ -61,12 +61,14 @@ def flag(name: str) -> str:
 
 def add_arguments(parser: Any) -> None:
     """Adds the `--dg-*` arguments to locust's parser (configargparse: `env_var` is honoured)."""
-    for name, env, _tp in ARGUMENTS:
+    for name, env, tp in ARGUMENTS:
         doc = Options.__dataclass_fields__[name].metadata["doc"]
+        switch = {"nargs": "?", "const": "true"} if tp is boolean else {}  # `--dg-ignore-eos` alone: on
         parser.add_argument(
             flag(name),
             type=str,
             default=None,
+            **switch,
             env_var=env,
             help=f"{doc} [env {env}]",
             include_in_web_ui=name != "api_key",
