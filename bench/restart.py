@@ -26,8 +26,9 @@ from typing import Any
 from bench.load import spread
 from serving.config import EngineConfig, VariantConfig
 
-SYSTEMS = ("vllm-serve", "driftgate-variant-serve")
-"""A bare `vllm serve` (`server_env`, vLLM's defaults), then `driftgate variant serve`'s (`variant_env`)."""
+BARE, DRIFTGATE = "vllm-serve", "driftgate-variant-serve"
+SYSTEMS = (BARE, DRIFTGATE)
+"""The order of every round: a bare `vllm serve`, then `driftgate variant serve`'s environment."""
 LOADED = "Directly load AOT compilation"
 CACHE_ENV = "DRIFTGATE_COMPILE_CACHE"
 
@@ -35,16 +36,10 @@ CACHE_ENV = "DRIFTGATE_COMPILE_CACHE"
 async def time_to_healthy(model: str, system: str, log_path: Path) -> tuple[float, bool]:
     """Seconds from starting the server until /health answers 200, and whether its log (a new
     file) says the compiled model was loaded rather than compiled; the server is stopped again."""
-    from serving.engines.vllm_server import (
-        free_port,
-        running_server,
-        server_env,
-        variant_command,
-        variant_env,
-    )
+    from serving.engines.vllm_server import free_port, running_server, variant_command
 
     variant = VariantConfig(name="dense", model=model, engine=EngineConfig(cpu_cores="0-1"))
-    env = server_env(variant.engine.cpu_cores) if system == "vllm-serve" else variant_env(variant)
+    env = _environments()[system](variant)
     port = free_port()
     t0 = time.monotonic()
     command = variant_command(variant, port)
@@ -54,6 +49,14 @@ async def time_to_healthy(model: str, system: str, log_path: Path) -> tuple[floa
     return elapsed, LOADED in text
 
 
+def _environments() -> dict[str, Callable[[VariantConfig], dict[str, str]]]:
+    """Each system's server environment: vLLM's defaults (`server_env`: cores only) or
+    `driftgate variant serve`'s (`variant_env`: compile cache and the AOT-load plugin)."""
+    from serving.engines.vllm_server import server_env, variant_env
+
+    return {BARE: lambda v: server_env(v.engine.cpu_cores), DRIFTGATE: variant_env}
+
+
 async def run_restart(model: str, workdir: Path, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
     """A cold driftgate start, then `repeats` interleaved rounds of both systems."""
     cache = workdir / "restart-compile-cache"
@@ -61,7 +64,7 @@ async def run_restart(model: str, workdir: Path, repeats: int, log: Callable[[st
     saved = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(cache)  # read by variant_env in this process
     try:
-        cold_s, _ = await time_to_healthy(model, SYSTEMS[1], workdir / "restart-cold.log")
+        cold_s, _ = await time_to_healthy(model, DRIFTGATE, workdir / "restart-cold.log")
         log(f"  driftgate-variant-serve cold (fresh compile cache): healthy in {cold_s:.0f} s")
         starts: dict[str, list[float]] = {name: [] for name in SYSTEMS}
         loaded: dict[str, list[bool]] = {name: [] for name in SYSTEMS}
@@ -92,7 +95,7 @@ def restart_lines(result: dict[str, Any]) -> list[str]:
         s = spread(values)
         hits = sum(result["loaded"][name])
         lines.append(f"| {name} | {s.median:.0f} [{s.low:.0f}–{s.high:.0f}] | {hits}/{len(values)} |")
-    pairs = zip(starts["driftgate-variant-serve"], starts["vllm-serve"], strict=True)
+    pairs = zip(starts[DRIFTGATE], starts[BARE], strict=True)
     ratio = spread([a / b for a, b in pairs if b > 0])
     lines += [
         "",

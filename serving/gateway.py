@@ -211,8 +211,7 @@ class Gateway:
                         yield StreamEvent(chunk.text)
                         span.delivered()
             done = acc.result()
-            if not sampling.ignore_eos:  # an answer run past its end is not the answer a probe scores
-                self.mirror.answered(variant.name, prompt, done.answer.text, None)
+            self.mirror.answered(variant.name, prompt, sampling, done.answer.text, None)
             if job:
                 job.primary_done(done)
             answer = done.answer

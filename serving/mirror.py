@@ -130,9 +130,12 @@ class Mirror:
             task.add_done_callback(self._tasks.discard)
         return job
 
-    def answered(self, variant: str, prompt: str, text: str, primary_text: str | None) -> None:
-        """Passes an answer to `on_answer`, if set; a failing hook is logged, never raised."""
-        if self.on_answer is None:
+    def answered(
+        self, variant: str, prompt: str, sampling: SamplingSpec, text: str, primary_text: str | None
+    ) -> None:
+        """Passes an answer to `on_answer`, if set; a failing hook is logged, never raised. An
+        `ignore_eos` answer is not passed: run past its end, it is not the answer a probe scores."""
+        if self.on_answer is None or sampling.ignore_eos:
             return
         try:
             self.on_answer(variant, prompt, text, primary_text)
@@ -179,8 +182,7 @@ class Mirror:
             self._outcome(name, "error")
         else:
             self._outcome(name, "compared", result)
-            if not sampling.ignore_eos:  # an answer run past its end is not the answer a probe scores
-                self.answered(name, prompt, mine.answer.text, primary.answer.text)
+            self.answered(name, prompt, sampling, mine.answer.text, primary.answer.text)
         finally:
             self._in_flight[name] -= 1
 
