@@ -1,7 +1,8 @@
 """The no-gateway baseline: vLLM's `AsyncLLM` driven by a closed loop in its own process.
 
 `python -m bench.direct MODEL CORES [PRELOAD]` builds the engine with the same settings as the gateway's
-in-process engine (`bench.systems.engine_config`), prints `{"ready_s": …}`, then answers each JSON
+in-process engine (`bench.systems.engine_config`), freezes its start-up heap as `vllm serve` and
+`driftgate serve` do (`serving.gcwatch`), prints `{"ready_s": …}`, then answers each JSON
 line on stdin (`{"concurrency", "total", "max_tokens"}`) with one JSON line of samples. It exits
 when stdin closes.
 """
@@ -60,11 +61,13 @@ async def _serve(model: str, cores: str, preload: str) -> None:
     from bench.systems import engine_config
     from serving.config import Preload, VariantConfig
     from serving.engines.vllm_engine import build_async_llm
+    from serving.gcwatch import freeze_heap
 
     answers = _answers()
     variant = VariantConfig(name="direct", model=model, engine=engine_config(cores, Preload(preload)))
     t0 = time.perf_counter()
     llm = build_async_llm(variant)  # sets the engine's environment (cores, offline, compile cache)
+    freeze_heap()  # as `driftgate serve` (server.gc_freeze) and `vllm serve` do once they are up
     print(json.dumps({"ready_s": time.perf_counter() - t0}), file=answers, flush=True)
     loop = asyncio.get_running_loop()
     try:

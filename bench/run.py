@@ -38,12 +38,20 @@ SUITE_DOCS = {
 }
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+"""The CPU features vLLM's CPU kernels depend on (`serving.engines.cpu`): results from machines
+that differ in them do not compare."""
+
+
 def machine() -> dict[str, Any]:
     import psutil
+
+    from serving.engines.cpu import cpu_flags
 
     cpu = ""
     with open("/proc/cpuinfo") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    flags = cpu_flags()
     versions = {}
     for module in ("vllm", "torch", "grpc", "aiohttp"):
         try:
@@ -56,6 +64,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "isa": [f for f in ISA_FLAGS if f in flags],
         "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -71,7 +80,8 @@ def markdown(result: dict[str, Any]) -> str:
     out = [
         "# driftgate bench",
         "",
-        f"{m['date']} · commit {m['commit']} · {m['cpu']} · {m['cores']} cores · {m['memory_gb']} GB · "
+        f"{m['date']} · commit {m['commit']} · {m['cpu']} ({' '.join(m.get('isa', [])) or 'ISA not recorded'}) · "
+        f"{m['cores']} cores · {m['memory_gb']} GB · "
         f"vLLM {m['versions']['vllm']} · settings {json.dumps(result['settings'])}",
         "",
         "Every request is a greedy, streamed completion of exactly max_tokens tokens (`ignore_eos`). "

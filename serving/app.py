@@ -24,6 +24,7 @@ from serving.config import Config, VariantConfig
 from serving.engines.base import Engine
 from serving.engines.factory import EngineFactory, check_checkpoints, vllm_factory
 from serving.gateway import Gateway
+from serving.gcwatch import GcWatch, freeze_heap
 from serving.grpc.server import GrpcServer
 from serving.http.server import HttpServer, start_http
 from serving.metrics import PrometheusSink, serve_metrics
@@ -53,6 +54,9 @@ class App:
     """The API keys (shared by the gRPC and HTTP doors)."""
     http: HttpServer | None = None
     """The OpenAI-compatible HTTP door (`server.http_port`), on the same `Gateway`."""
+    sink: PrometheusSink | None = None
+    gc_watch: GcWatch | None = None
+    """Times this process's garbage collections into `driftgate_gc_pause_seconds` while the app runs."""
 
     @property
     def http_port(self) -> int | None:
@@ -62,7 +66,21 @@ class App:
     def address(self) -> str:
         return self.grpc.address
 
+    def freeze_heap(self) -> int:
+        """With `server.gc_freeze`, freezes the start-up heap (`serving.gcwatch`), as `vllm serve`
+        does once it is up; returns the objects frozen (0 when off). For the process's owner (the
+        `serve` and `demo` commands) to call once, after `start_app`."""
+        if not self.config.server.gc_freeze:
+            return 0
+        frozen = freeze_heap()
+        if self.sink is not None:
+            self.sink.gc_frozen(frozen)
+        log.info("froze %d start-up objects: garbage collections skip them from now on", frozen)
+        return frozen
+
     async def stop(self) -> None:
+        if self.gc_watch is not None:
+            self.gc_watch.stop()
         await self.grpc.set_serving(False)
         drained = await self.gateway.drain(self.config.server.drain_timeout_s)
         if not drained:
@@ -184,7 +202,9 @@ async def start_app(
     server = GrpcServer(
         gateway, s.host, s.grpc_port, auth, config.auth, config.tls, config.limits.max_request_bytes
     )
-    app = App(config, gateway, server, registry, auth=auth)
+    watch = GcWatch(sink.gc_pause)
+    app = App(config, gateway, server, registry, auth=auth, sink=sink, gc_watch=watch)
+    watch.start()
     try:
         await app.grpc.start()
         if config.server.metrics_port >= 0:

@@ -135,6 +135,9 @@ class ServerConfig:
     event_loop: str = _f(
         "asyncio", "`driftgate serve`'s event loop: asyncio or uvloop (compared by make bench)"
     )
+    gc_freeze: bool = _f(
+        True, "once up, freeze the start-up heap so garbage collections skip it (as vllm serve)"
+    )
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Turns the gateway's stats records into `driftgate_*` Prometheus series.
 
 Labels are bounded: `variant` (from the config), `role` (3 values), `code` (gRPC status names),
-`outcome` (4), `match` (2), `door` (3), `phase` (2), `relation` (from the probe file), `direction` (2).
+`outcome` (4), `match` (2), `door` (3), `phase` (2), `relation` (from the probe file), `direction` (2),
+`generation` (3).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0
 DOORS = ("grpc", "http", "internal")
 PHASES = ("first", "total")
 KL_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30)
+GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+GENERATIONS = ("0", "1", "2")
 
 
 def _histogram(
@@ -47,6 +50,7 @@ class PrometheusSink:
         self._probe_series(registry)
         self._gate_series(registry)
         self._readiness_series(registry)
+        self._gc_series(registry)
         for v in variants:
             self._init_variant(v)
 
@@ -166,6 +170,29 @@ class PrometheusSink:
             ["variant", "to"],
             registry=r,
         )
+
+    def _gc_series(self, r: CollectorRegistry) -> None:
+        """The process's garbage collector (`serving.gcwatch`): every collection stops the event loop."""
+        self.gc_pauses = _histogram(
+            "driftgate_gc_pause_seconds",
+            "Garbage-collector pauses of the gateway process, by generation (2 = full).",
+            ["generation"],
+            GC_BUCKETS,
+            r,
+        )
+        for g in GENERATIONS:
+            self.gc_pauses.labels(g)
+        self.gc_frozen_gauge = Gauge(
+            "driftgate_gc_frozen_objects",
+            "Objects moved to the permanent generation at start (server.gc_freeze), which collections skip.",
+            registry=r,
+        )
+
+    def gc_pause(self, generation: int, seconds: float) -> None:
+        self.gc_pauses.labels(str(generation)).observe(seconds)
+
+    def gc_frozen(self, count: int) -> None:
+        self.gc_frozen_gauge.set(count)
 
     def engine_restart(self, variant: str, outcome: str) -> None:
         self.restarts.labels(variant, outcome).inc()

@@ -105,6 +105,7 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "date": "d",
             "commit": "c",
             "cpu": "x",
+            "isa": ["avx2", "avx512f"],
             "cores": 2,
             "memory_gb": 24,
             "versions": {"vllm": "v"},
@@ -160,11 +161,20 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
         and "| vllm-serve | 110 [100–120] | 0/3 |" in text
     )
     assert "paired by round: 0.50 [0.40–0.50]" in text  # 50/100, 44/110, 60/120
+    assert "· x (avx2 avx512f) · 2 cores ·" in text  # results differ by ISA: the header says which
     assert "| driftgate-grpc / asyncllm-direct | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] |" in text
     assert "0.50 of the roofline" in text  # tpot 0.02 s -> 50 tok/s of 100
     assert "| mirroring-on | 1 | 0.050 | 1.70 | 4.0 |" in text
     report.plot(report.cells_of(result["doors"]), tmp_path / "doors.png", "t")
     assert (tmp_path / "doors.png").stat().st_size > 1000
+
+
+def test_machine_records_the_vector_isa() -> None:
+    from bench.run import ISA_FLAGS, machine
+
+    m = machine()
+    assert set(m["isa"]) <= set(ISA_FLAGS)
+    assert ("avx2" in m["isa"]) == (" avx2 " in Path("/proc/cpuinfo").read_text().replace("\n", " "))
 
 
 def test_parameter_count_of_the_dense_checkpoint() -> None:

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from serving.commands.soak import SoakOptions, parse_duration, soak
-from serving.commands.soak_report import Events, Sample, build_report, checks, parse_metrics, plot
+from serving.commands.soak_report import (
+    Events,
+    Sample,
+    build_report,
+    checks,
+    parse_metrics,
+    plot,
+    summary,
+)
 from tests.conftest import model_dir
 
 SHADOW = "int8-w8a8"
@@ -52,6 +60,8 @@ async def test_a_short_soak_with_the_shadow_killed_passes(tmp_path: Path) -> Non
     assert not failed, failed
     gw, events = report["gateway"], report["events"]
     assert events["victim"] == SHADOW and events["not_ready_seen"]
+    assert gw["gc"]["frozen_objects"] > 100_000  # `driftgate serve` froze its start-up heap (two engines)
+    assert gw["gc"]["collections"]["0"] > 0  # and its collections were timed under the load
     assert gw["engine_restarts"].get(SHADOW) == 1
     mirrored = gw["mirror_outcomes"][SHADOW]
     assert mirrored.get("compared", 0) > 0 and mirrored.get("dropped", 0) > 0, mirrored  # down a while
@@ -70,6 +80,11 @@ driftgate_engine_unfinished_requests{{variant="dense"}} 0
 driftgate_engine_unfinished_requests{{variant="s"}} {unfinished}
 driftgate_requests_in_flight{{variant="dense"}} 0
 driftgate_engine_restarts_total{{variant="s",outcome="restarted"}} 1
+driftgate_gc_pause_seconds_count{{generation="0"}} 40
+driftgate_gc_pause_seconds_sum{{generation="0"}} 0.02
+driftgate_gc_pause_seconds_count{{generation="2"}} 1
+driftgate_gc_pause_seconds_sum{{generation="2"}} 0.005
+driftgate_gc_frozen_objects 630000
 """
 STATS = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
@@ -99,6 +114,12 @@ def test_the_report_checks_pass_on_a_clean_run_and_each_fails_on_its_defect(tmp_
     assert report["locust"]["requests"] == 60  # /ttft entries are measures, not requests
     assert report["gateway"]["mirror_outcomes"] == {"s": {"compared": 90.0, "dropped": 10.0}}
     assert report["rss"]["growth_mib"] == 0 and report["rss"]["second_half_slope_mib_per_min"] == 0
+    assert report["gateway"]["gc"] == {
+        "frozen_objects": 630000,
+        "collections": {"0": 40, "2": 1},
+        "paused_s": {"0": 0.02, "2": 0.005},
+    }
+    assert "gateway GC: collections {'0': 40.0, '2': 1.0}" in summary(report, checks(report))
     plot(report, tmp_path / "report.png")
     assert (tmp_path / "report.png").stat().st_size > 10_000
 

@@ -196,6 +196,7 @@ async def _run(config: Config, probes: str, limit: int, out: Path) -> None:
     t0 = time.perf_counter()
     with _bar(len(config.variants), "engines started") as bar:
         app = await start_app(config, progress=_advance(bar))
+    app.freeze_heap()
     print(
         f"gateway ready on {app.address} in {time.perf_counter() - t0:.0f} s; metrics on :{app.metrics_port}"
     )

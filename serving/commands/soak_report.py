@@ -140,6 +140,18 @@ def rss_summary(samples: list[Sample], warmup_s: float, bound_mib: float) -> dic
     }
 
 
+def gc_summary(metrics: Series) -> dict[str, Any]:
+    """The gateway's garbage collections over the run, by generation (`serving.gcwatch`)."""
+    return {
+        "frozen_objects": sum(v for (name, _), v in metrics.items() if name == "driftgate_gc_frozen_objects"),
+        "collections": by_label(metrics, "driftgate_gc_pause_seconds_count", "generation"),
+        "paused_s": {
+            g: round(v, 4)
+            for g, v in by_label(metrics, "driftgate_gc_pause_seconds_sum", "generation").items()
+        },
+    }
+
+
 def build_report(
     samples: list[Sample], events: Events, prefix: Path, t0: float, warmup_s: float, bound_mib: float
 ) -> dict[str, Any]:
@@ -169,6 +181,7 @@ def build_report(
             ),
             "num_unfinished_end": by_label(last, "driftgate_engine_unfinished_requests", "variant"),
             "in_flight_end": by_label(last, "driftgate_requests_in_flight", "variant"),
+            "gc": gc_summary(last),
         },
         "rss": rss_summary(samples, warmup_s, bound_mib) if samples else {},
         "rss_over_time": [[round(s.t, 1), round(s.rss / MIB, 1)] for s in samples],
@@ -200,6 +213,11 @@ def summary(report: Mapping[str, Any], results: Iterable[tuple[str, bool, str]])
     lines = [f"{'PASS' if ok else 'FAIL'}  {name}: {measured}" for name, ok, measured in results]
     gw = report["gateway"]
     lines.append(f"mirror outcomes: {gw['mirror_outcomes']}")
+    gc = gw.get("gc", {})
+    lines.append(
+        f"gateway GC: collections {gc.get('collections')}, paused {gc.get('paused_s')} s, "
+        f"{gc.get('frozen_objects', 0):.0f} start-up objects frozen"
+    )
     for r in report["locust"]["entries"]:
         if r["name"] != "Aggregated":
             lines.append(

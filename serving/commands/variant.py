@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from urllib.parse import urlparse
 
 from serving.config import VariantConfig, load_config
@@ -43,6 +44,7 @@ def port_of(variant: VariantConfig) -> int:
 
 
 def run_variant_serve(args: argparse.Namespace) -> int:
+    from serving.engines.cpu import cpu_flags, dtype_advice
     from serving.engines.vllm_server import variant_command, variant_env
 
     config = load_config(args.config)
@@ -57,6 +59,8 @@ def run_variant_serve(args: argparse.Namespace) -> int:
     unset = [f"-u {k}" for k in sorted(set(os.environ) - set(env))]
     changed = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()) if os.environ.get(k) != v]
     print(" ".join(["env", *unset, *changed, *map(shlex.quote, command)]), flush=True)
+    if advice := dtype_advice(variant.engine.dtype, cpu_flags()):
+        print(f"driftgate: warning: {advice}", file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
     os.execvpe(command[0], command, env)

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 from serving.config import VariantConfig
 from serving.engines.base import Chunk, SamplingSpec, TokenLogprobs
+from serving.engines.cpu import cpu_flags, dtype_advice
 from serving.engines.preload import preload_env
 from serving.engines.vllm_plugin import ENV as AOT_LOAD_ENV
 from serving.errors import EngineFailure, GatewayError, InvalidArgument, Unavailable
@@ -180,6 +181,8 @@ def build_async_llm(variant: VariantConfig) -> Any:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     e = variant.engine
+    if advice := dtype_advice(e.dtype, cpu_flags()):
+        log.warning("variant %s: %s", variant.name, advice)
     args = AsyncEngineArgs(
         model=variant.model_path,
         dtype=cast(Any, e.dtype),

@@ -549,6 +549,8 @@ def test_rendered_cpu_deployments_serve_and_mirror_a_request(tmp_path: Path) -> 
         assert total(samples, "driftgate_requests_total", variant="dense", role="primary", code="OK") >= 3
         assert has(samples, "driftgate_requests_in_flight", variant="dense")  # the gateway HPA's input
         assert has(samples, "driftgate_gate_verdict", variant="int8-w8a8")  # Argo Rollouts / Flagger input
+        assert total(samples, "driftgate_gc_frozen_objects") > 50_000  # server.gc_freeze: the start-up heap
+        assert total(samples, "driftgate_gc_pause_seconds_count", generation="0") >= 1
         agreement = total(samples, "driftgate_drift_token_agreement_sum", variant="int8-w8a8") / total(
             samples, "driftgate_drift_token_agreement_count", variant="int8-w8a8"
         )

@@ -1,0 +1,36 @@
+"""What the host CPU gives vLLM's CPU kernels.
+
+vLLM 0.32 runs a bf16 linear layer through oneDNN, which needs AVX-512; on a CPU with AVX2 only
+it logs "Failed to create oneDNN linear, fallback to torch linear" and every matmul takes
+torch's slower path. On such a CPU (one "AMD EPYC" development box had AVX2 only), torch's bf16
+linear at the model's shapes took 2-3x as long as float32's, and the dense model decoded about
+45 tok/s at concurrency 16 where an AVX-512 box of the same name gave about 300.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The first processor's feature flags (empty where /proc/cpuinfo is missing or has none)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    line = next((row for row in text.splitlines() if row.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def dtype_advice(dtype: str, flags: frozenset[str]) -> str | None:
+    """A warning for an engine that will run bf16 without AVX-512, else None (also when the
+    flags are unknown)."""
+    if dtype not in ("bfloat16", "bf16") or not flags or "avx512f" in flags:
+        return None
+    return (
+        "this CPU has no AVX-512, so vLLM runs bfloat16 matmuls through torch's fallback, "
+        "2-3x slower than float32 here: an unquantized variant can set engine.dtype: float32 "
+        "(the 4-bit kernels need bfloat16)"
+    )
