@@ -55,6 +55,7 @@ class App:
     http: HttpServer | None = None
     """The OpenAI-compatible HTTP door (`server.http_port`), on the same `Gateway`."""
     sink: PrometheusSink | None = None
+    """The gateway's Prometheus series (its `Gateway` sees them through a fan-out `Sink`)."""
     gc_watch: GcWatch | None = None
     """Times this process's garbage collections into `driftgate_gc_pause_seconds` while the app runs."""
 
@@ -68,11 +69,10 @@ class App:
 
     def freeze_heap(self) -> int:
         """With `server.gc_freeze`, freezes the start-up heap (`serving.gcwatch`), as `vllm serve`
-        does once it is up; returns the objects frozen (0 when off). For the process's owner (the
-        `serve` and `demo` commands) to call once, after `start_app`."""
+        does once it is up; returns the objects frozen (0 when off)."""
         if not self.config.server.gc_freeze:
             return 0
-        frozen = freeze_heap()
+        frozen = self.gc_watch.freeze() if self.gc_watch else freeze_heap()
         if self.sink is not None:
             self.sink.gc_frozen(frozen)
         log.info("froze %d start-up objects: garbage collections skip them from now on", frozen)
@@ -188,9 +188,12 @@ async def start_app(
     factory: EngineFactory = vllm_factory,
     engines: dict[str, Engine] | None = None,
     progress: Progress | None = None,
+    freeze: bool = False,
 ) -> App:
     """Starts metrics and gRPC, then the engines (`engines` lets tests reuse running ones);
-    `progress` is called with each variant's name once it is attached."""
+    `progress` is called with each variant's name once it is attached. `freeze`: the process is
+    the gateway's own (`serve`, `demo`), so `server.gc_freeze` applies, once the engines are built
+    and before health turns SERVING (its collections stop the event loop for about half a second)."""
     borrowed = dict(engines or {})
     if factory is vllm_factory:  # every missing checkpoint is a config error before any engine starts
         check_checkpoints(v for v in config.variants if v.name not in borrowed)
@@ -215,6 +218,8 @@ async def start_app(
             app.http = await start_http(gateway, config.server.host, config.server.http_port, auth=auth)
         engines = await _build_engines(app, factory, borrowed, progress)
         app.supervisor = _supervisor(app, factory, engines, borrowed)
+        if freeze:
+            app.freeze_heap()
         await app.supervisor.check_once()  # health SERVING now if the primary is up
         app.background.append(asyncio.create_task(app.supervisor.run()))
         if config.probes.enabled:

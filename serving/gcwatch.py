@@ -3,7 +3,7 @@ that start-up built.
 
 A gateway with an in-process engine holds about 630,000 GC-tracked objects once it is up (torch,
 transformers, vLLM's frontend, the tokenizer). A full (generation 2) collection walks all of
-them, and it stops the event loop that serves every stream: 0.34–0.40 s on the development box.
+them, and it stops the event loop that serves every stream: 0.34–0.40 s on the (AVX2) development box.
 `vllm serve` avoids this the same way (`vllm.utils.gc_utils.freeze_gc_heap`, called once the
 server is up): collect, then `gc.freeze()` moves every surviving object to the permanent
 generation, which later collections skip.
@@ -25,9 +25,11 @@ PauseHook = Callable[[int, float], None]
 
 
 def freeze_heap() -> int:
-    """Collects every generation, then freezes what survived; returns the frozen object count.
-    Objects allocated later are collected as usual; frozen ones are never freed (they are the
-    start-up heap, which lives as long as the process)."""
+    """Collects every generation, then freezes what survived; returns the frozen object count
+    (process-wide: every freeze so far). Objects allocated later are collected as usual. Frozen
+    objects are still freed by reference counting, but a reference cycle among them is never
+    collected: an in-process engine that the supervisor restarts leaves its old frontend's cycles
+    behind (at most `server.max_engine_restarts` times)."""
     gc.collect(0)
     gc.collect(1)
     gc.collect(2)
@@ -36,7 +38,9 @@ def freeze_heap() -> int:
 
 
 class GcWatch:
-    """Times every collection of this process with `gc.callbacks` while started."""
+    """Times every collection of this process with `gc.callbacks` while started. The hook runs
+    inside the collector, in whichever thread allocated: it must not take a lock that code which
+    allocates may hold. Several apps in one process (tests) each see every collection."""
 
     def __init__(self, hook: PauseHook, clock: Callable[[], float] = time.perf_counter) -> None:
         self._hook = hook
@@ -57,3 +61,13 @@ class GcWatch:
     def stop(self) -> None:
         if self._callback in gc.callbacks:
             gc.callbacks.remove(self._callback)
+
+    def freeze(self) -> int:
+        """`freeze_heap` with this watch paused: its deliberate collections are not serving pauses."""
+        was_on = self._callback in gc.callbacks
+        self.stop()
+        try:
+            return freeze_heap()
+        finally:
+            if was_on:
+                self.start()

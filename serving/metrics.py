@@ -180,8 +180,9 @@ class PrometheusSink:
             GC_BUCKETS,
             r,
         )
-        for g in GENERATIONS:
-            self.gc_pauses.labels(g)
+        # Resolved once: `labels()` takes the parent's lock and copies a dict while holding it, and a
+        # collection started by that copy would call `gc_pause` in the same thread: a deadlock.
+        self._gc_children = [self.gc_pauses.labels(g) for g in GENERATIONS]
         self.gc_frozen_gauge = Gauge(
             "driftgate_gc_frozen_objects",
             "Objects moved to the permanent generation at start (server.gc_freeze), which collections skip.",
@@ -189,7 +190,8 @@ class PrometheusSink:
         )
 
     def gc_pause(self, generation: int, seconds: float) -> None:
-        self.gc_pauses.labels(str(generation)).observe(seconds)
+        """Called from inside the garbage collector: no `labels()` here (see `_gc_series`)."""
+        self._gc_children[generation].observe(seconds)
 
     def gc_frozen(self, count: int) -> None:
         self.gc_frozen_gauge.set(count)

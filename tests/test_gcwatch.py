@@ -4,6 +4,8 @@ heap is left out of later collections (what `server.gc_freeze` buys the event lo
 from __future__ import annotations
 
 import gc
+import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -47,16 +49,54 @@ def test_every_collection_is_timed_by_generation_until_stopped() -> None:
     assert watch._callback not in gc.callbacks
 
 
-def test_a_failing_hook_never_breaks_a_collection() -> None:
+def test_a_failing_hook_never_breaks_a_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    escaped: list[object] = []  # CPython reports an exception out of a gc callback as "unraisable"
+    monkeypatch.setattr(sys, "unraisablehook", escaped.append)
+
     def boom(generation: int, seconds: float) -> None:
+        calls.append(generation)
         raise RuntimeError("sink down")
 
     watch = GcWatch(boom)
     watch.start()
     try:
-        assert gc.collect() >= 0
+        gc.collect()
     finally:
         watch.stop()
+    assert calls == [2] and escaped == []
+
+
+def test_the_freeze_is_not_counted_as_a_pause(unfrozen: None) -> None:
+    seen: list[int] = []
+    watch = GcWatch(lambda g, s: seen.append(g))
+    watch.start()
+    try:
+        assert watch.freeze() > 0
+        gc.collect(0)
+    finally:
+        watch.stop()
+    assert seen == [0]  # only the collection after the freeze
+
+
+def test_a_collection_while_a_scrape_holds_the_histograms_lock_does_not_deadlock() -> None:
+    """`labels()` copies a dict under the parent metric's lock: a collection started there runs
+    the hook in the same thread, which must not need that lock again."""
+    sink = PrometheusSink(CollectorRegistry())
+    watch = GcWatch(sink.gc_pause)
+
+    def scrape_then_collect() -> None:
+        with sink.gc_pauses._lock:
+            gc.collect(0)
+
+    watch.start()
+    try:
+        worker = threading.Thread(target=scrape_then_collect, daemon=True)
+        worker.start()
+        worker.join(10)
+    finally:
+        watch.stop()
+    assert not worker.is_alive(), "the gc hook waited for a lock its own thread holds"
 
 
 def test_pauses_reach_the_prometheus_histogram() -> None:
@@ -81,9 +121,8 @@ def test_a_frozen_heap_is_skipped_by_later_collections() -> None:
     heap = _cycles(50_000)
     ids = {id(node) for node in heap}
     gc.collect()
-    assert sum(id(o) in ids for o in gc.get_objects(generation=2)) == len(
-        heap
-    )  # a full collection walks them
+    walked = sum(id(o) in ids for o in gc.get_objects(generation=2))
+    assert walked == len(heap)  # a full collection walks them
     frozen = freeze_heap()
     assert frozen >= len(heap)
     assert gc.get_freeze_count() == frozen

@@ -195,8 +195,7 @@ async def _run(config: Config, probes: str, limit: int, out: Path) -> None:
     _say(f"starting the gateway with {len(config.variants)} vLLM engines ({n} at once)")
     t0 = time.perf_counter()
     with _bar(len(config.variants), "engines started") as bar:
-        app = await start_app(config, progress=_advance(bar))
-    app.freeze_heap()
+        app = await start_app(config, progress=_advance(bar), freeze=True)
     print(
         f"gateway ready on {app.address} in {time.perf_counter() - t0:.0f} s; metrics on :{app.metrics_port}"
     )

@@ -38,8 +38,7 @@ def reload_traffic(app: App, path: Path) -> bool:
 
 
 async def _serve(config: Config, path: Path | None) -> None:
-    app = await start_app(config)
-    app.freeze_heap()
+    app = await start_app(config, freeze=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
