@@ -46,12 +46,10 @@ that differ in them do not compare."""
 def machine() -> dict[str, Any]:
     import psutil
 
-    from serving.engines.cpu import cpu_flags
+    from serving.engines.cpu import cpu_fields
 
-    cpu = ""
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    flags = cpu_flags()
+    fields = cpu_fields()
+    flags = fields.get("flags", "").split()
     versions = {}
     for module in ("vllm", "torch", "grpc", "aiohttp"):
         try:
@@ -62,7 +60,7 @@ def machine() -> dict[str, Any]:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
     return {
-        "cpu": cpu,
+        "cpu": fields.get("model name", ""),
         "cores": os.cpu_count(),
         "isa": [f for f in ISA_FLAGS if f in flags],
         "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),

@@ -143,7 +143,7 @@ def rss_summary(samples: list[Sample], warmup_s: float, bound_mib: float) -> dic
 def gc_summary(metrics: Series) -> dict[str, Any]:
     """The gateway's garbage collections over the run, by generation (`serving.gcwatch`)."""
     return {
-        "frozen_objects": sum(v for (name, _), v in metrics.items() if name == "driftgate_gc_frozen_objects"),
+        "frozen_objects": metrics.get(("driftgate_gc_frozen_objects", ()), 0.0),
         "collections": by_label(metrics, "driftgate_gc_pause_seconds_count", "generation"),
         "paused_s": {
             g: round(v, 4)
@@ -213,10 +213,10 @@ def summary(report: Mapping[str, Any], results: Iterable[tuple[str, bool, str]])
     lines = [f"{'PASS' if ok else 'FAIL'}  {name}: {measured}" for name, ok, measured in results]
     gw = report["gateway"]
     lines.append(f"mirror outcomes: {gw['mirror_outcomes']}")
-    gc = gw.get("gc", {})
+    gc = gw["gc"]
     lines.append(
-        f"gateway GC: collections {gc.get('collections')}, paused {gc.get('paused_s')} s, "
-        f"{gc.get('frozen_objects', 0):.0f} start-up objects frozen"
+        f"gateway GC: collections {gc['collections']}, paused {gc['paused_s']} s, "
+        f"{gc['frozen_objects']:.0f} start-up objects frozen"
     )
     for r in report["locust"]["entries"]:
         if r["name"] != "Aggregated":

@@ -14,14 +14,24 @@ from pathlib import Path
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
-    """The first processor's feature flags (empty where /proc/cpuinfo is missing or has none)."""
+def cpu_fields(cpuinfo: Path = CPUINFO) -> dict[str, str]:
+    """The first processor's `key: value` lines (empty where /proc/cpuinfo is missing)."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return frozenset()
-    line = next((row for row in text.splitlines() if row.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
+        return {}
+    fields: dict[str, str] = {}
+    for row in text.splitlines():
+        if not row.strip():
+            break  # the first processor's block ends at the first blank line
+        key, _, value = row.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The first processor's feature flags (empty where /proc/cpuinfo is missing or has none)."""
+    return frozenset(cpu_fields(cpuinfo).get("flags", "").split())
 
 
 def dtype_advice(dtype: str, flags: frozenset[str]) -> str | None:
