@@ -150,6 +150,7 @@ class LimitsConfig:
     max_tokens: int = _f(4096, "largest max_tokens a request may ask for")
     max_stop_bytes: int = _f(256, "longest stop string, UTF-8 bytes")
     max_concurrent_per_key: int = _f(0, "requests in flight per API key (0 = only the overall limit)")
+    allow_ignore_eos: bool = _f(True, "requests may set ignore_eos (answers run to max_tokens: load tests)")
 
 
 @dataclass

@@ -71,6 +71,8 @@ def check_input(call: GenerateCall, g: GenerationConfig, limits: LimitsConfig) -
         raise InvalidArgument(f"stop: each string at most {limits.max_stop_bytes} bytes")
     if call.max_tokens is not None and not 1 <= call.max_tokens <= limits.max_tokens:
         raise InvalidArgument(f"max_tokens must be in [1, {limits.max_tokens}], got {call.max_tokens}")
+    if call.ignore_eos and not limits.allow_ignore_eos:
+        raise InvalidArgument("ignore_eos is turned off on this gateway (limits.allow_ignore_eos)")
 
 
 def sampling_spec(

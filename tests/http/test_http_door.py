@@ -309,6 +309,29 @@ async def test_oversized_bodies_and_prompts_get_413() -> None:
             assert (await http.post(COMPLETIONS, json={"prompt": "hi"})).status_code == 200  # still serving
 
 
+async def test_an_operator_can_turn_ignore_eos_off_for_both_doors() -> None:
+    """`limits.allow_ignore_eos: false`: a request that asks for it is refused by both doors before
+    any engine work; the same request without it is served."""
+    engine = RecordingEngine("dense")
+    app = await start_app(fake_config(limits=LimitsConfig(allow_ignore_eos=False)), engines={"dense": engine})
+    try:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Generate(pb.GenerateRequest(prompt="hi", max_tokens=4, ignore_eos=True))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "limits.allow_ignore_eos" in (info.value.details() or "")
+            await stub.Generate(pb.GenerateRequest(prompt="hi", max_tokens=4))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
+            body = {"prompt": "hi", "max_tokens": 4}
+            error = assert_openai_error(await http.post(COMPLETIONS, json={**body, "ignore_eos": True}), 400)
+            assert "turned off" in error["message"]
+            assert (await http.post(COMPLETIONS, json={**body, "ignore_eos": False})).status_code == 200
+        assert [sampling.ignore_eos for _, sampling in engine.seen] == [False, False]
+    finally:
+        await app.stop()
+
+
 async def test_a_gateway_that_is_not_ready_or_draining_answers_503() -> None:
     async with open_door(fake_config(), {}) as door, door.client() as http:
         for path, body in ((COMPLETIONS, {"prompt": "hi"}), (CHAT, {"messages": HI})):
