@@ -105,10 +105,12 @@ class DirectClient:
         self._process = process
 
     @classmethod
-    async def start(cls, model: str, cores: str, log_path: Path, preload: str = "none") -> DirectClient:
+    async def start(
+        cls, model: str, cores: str, log_path: Path, preload: str = "none", dtype: str = "bfloat16"
+    ) -> DirectClient:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            command = [sys.executable, "-m", "bench.direct", model, cores, preload]
+            command = [sys.executable, "-m", "bench.direct", model, cores, preload, dtype]
             process = await asyncio.create_subprocess_exec(
                 *with_parent_death_signal(command),
                 stdin=asyncio.subprocess.PIPE,
@@ -133,13 +135,20 @@ class DirectClient:
         """Waits until the engine is built; returns its start seconds."""
         return float((await self._line(900.0))["ready_s"])
 
-    async def run(self, concurrency: int, total: int, max_tokens: int) -> tuple[list[Sample], float]:
+    async def _ask(self, ask: dict[str, Any]) -> dict[str, Any]:
         assert self._process.stdin is not None
-        ask = {"concurrency": concurrency, "total": total, "max_tokens": max_tokens}
         self._process.stdin.write((json.dumps(ask) + "\n").encode())
         await self._process.stdin.drain()
-        answer = await self._line(600.0)
+        return await self._line(600.0)
+
+    async def run(self, concurrency: int, total: int, max_tokens: int) -> tuple[list[Sample], float]:
+        answer = await self._ask({"concurrency": concurrency, "total": total, "max_tokens": max_tokens})
         return [Sample(**s) for s in answer["samples"]], float(answer["seconds"])
+
+    async def answers(self, max_tokens: int) -> list[list[int]]:
+        """The engine's greedy answers to `bench.load.PROMPTS`, as token ids."""
+        answer = await self._ask({"answers": True, "max_tokens": max_tokens})
+        return [list(map(int, ids)) for ids in answer["token_ids"]]
 
     def runner(self, max_tokens: int) -> Runner:
         """`run` with `max_tokens` fixed: a bench runner."""

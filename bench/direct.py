@@ -1,10 +1,11 @@
 """The no-gateway baseline: vLLM's `AsyncLLM` driven by a closed loop in its own process.
 
-`python -m bench.direct MODEL CORES [PRELOAD]` builds the engine with the same settings as the gateway's
-in-process engine (`bench.systems.engine_config`), freezes its start-up heap as `vllm serve` and
-`driftgate serve` do (`serving.gcwatch`), prints `{"ready_s": …}`, then answers each JSON
-line on stdin (`{"concurrency", "total", "max_tokens"}`) with one JSON line of samples. It exits
-when stdin closes.
+`python -m bench.direct MODEL CORES [PRELOAD [DTYPE]]` builds the engine with the same settings as the
+gateway's in-process engine (`bench.systems.engine_config`), freezes its start-up heap as `vllm serve`
+and `driftgate serve` do (`serving.gcwatch`), prints `{"ready_s": …}`, then answers each JSON
+line on stdin with one JSON line: `{"concurrency", "total", "max_tokens"}` with the samples of a
+closed-loop run, `{"answers": true, "max_tokens"}` with the greedy answers' token ids to
+`bench.load.PROMPTS` (`{"token_ids": [...]}`). It exits when stdin closes.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from bench.clients import samples_json
-from bench.load import Call, Sample, closed_loop
+from bench.load import PROMPTS, Call, Sample, closed_loop
 
 
 def _direct_call(llm: Any, max_tokens: int) -> Call:
@@ -48,6 +50,33 @@ def _direct_call(llm: Any, max_tokens: int) -> Call:
     return call
 
 
+async def greedy_answers(llm: Any, prompts: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """Each prompt's greedy answer (stopping at end of sequence or `max_tokens`) as token ids."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, output_kind=RequestOutputKind.FINAL_ONLY)
+
+    async def one(prompt: str) -> list[int]:
+        ids: list[int] = []
+        async for out in llm.generate({"prompt": prompt}, params, uuid.uuid4().hex):
+            ids = list(out.outputs[0].token_ids)
+        return ids
+
+    return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+
+async def _answer(llm: Any, ask: dict[str, Any]) -> str:
+    """The JSON line that answers one ask (see the module docstring)."""
+    max_tokens = int(ask["max_tokens"])
+    if ask.get("answers"):
+        return json.dumps({"token_ids": await greedy_answers(llm, PROMPTS, max_tokens)})
+    samples, seconds = await closed_loop(
+        _direct_call(llm, max_tokens), int(ask["concurrency"]), int(ask["total"])
+    )
+    return samples_json(samples, seconds)
+
+
 def _answers() -> TextIO:
     """The protocol's own stream: the original stdout, which nothing else may write to. vLLM logs
     to stdout and its engine-core children inherit it, so fd 1 becomes stderr (the log) and the
@@ -57,14 +86,14 @@ def _answers() -> TextIO:
     return out
 
 
-async def _serve(model: str, cores: str, preload: str) -> None:
+async def _serve(model: str, cores: str, preload: str, dtype: str) -> None:
     from bench.systems import engine_config
     from serving.config import Preload, VariantConfig
     from serving.engines.vllm_engine import build_async_llm
     from serving.gcwatch import freeze_heap
 
     answers = _answers()
-    variant = VariantConfig(name="direct", model=model, engine=engine_config(cores, Preload(preload)))
+    variant = VariantConfig(name="direct", model=model, engine=engine_config(cores, Preload(preload), dtype))
     t0 = time.perf_counter()
     llm = build_async_llm(variant)  # sets the engine's environment (cores, offline, compile cache)
     freeze_heap()  # as `driftgate serve` (server.gc_freeze) and `vllm serve` do once they are up
@@ -72,11 +101,7 @@ async def _serve(model: str, cores: str, preload: str) -> None:
     loop = asyncio.get_running_loop()
     try:
         while line := await loop.run_in_executor(None, sys.stdin.readline):
-            ask = json.loads(line)
-            samples, seconds = await closed_loop(
-                _direct_call(llm, int(ask["max_tokens"])), int(ask["concurrency"]), int(ask["total"])
-            )
-            print(samples_json(samples, seconds), file=answers, flush=True)
+            print(await _answer(llm, json.loads(line)), file=answers, flush=True)
     finally:
         llm.shutdown()
         del llm  # now, not in AsyncLLM.__del__ at interpreter exit (which fails noisily)
@@ -84,4 +109,5 @@ async def _serve(model: str, cores: str, preload: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "none"))
+    args = [*sys.argv[1:], "none", "bfloat16"]
+    asyncio.run(_serve(args[0], args[1], args[2], args[3]))

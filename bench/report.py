@@ -180,18 +180,50 @@ def variants_table(variants: dict[str, Any]) -> list[str]:
     return lines
 
 
-def preload_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]:
+def _settings_lines(result: dict[str, Any], baseline: str, roofs: dict[str, float]) -> list[str]:
+    """A settings suite's start times, figures and ratios to `baseline`, and each system's c=1 decode
+    rate against its roofline in tok/s (`roofs`, by system; none shown where missing)."""
     cells = cells_of(result)
-    pairs = [(s, "preload-none") for s in sorted({c.system for c in cells}) if s != "preload-none"]
+    pairs = [(s, baseline) for s in sorted({c.system for c in cells}) if s != baseline]
     lines = [f"Engine start: {', '.join(f'{k} {v:.0f} s' for k, v in result['start_s'].items())}", ""]
     lines += [*figures_table(cells), "", *ratio_table(cells, pairs)]
     tpot = by_cell(cells, "tpot_p50_s")
     for (system, c), t in sorted(tpot.items()):
-        if c == 1 and t.median > 0 and roof:
+        if c == 1 and t.median > 0 and system in roofs:
             rate = 1.0 / t.median
             lines.append(
-                f"- {system}, c=1: decode {rate:.1f} tok/s = {rate / roof['roofline_tok_s']:.2f} of the roofline"
+                f"- {system}, c=1: decode {rate:.1f} tok/s = {rate / roofs[system]:.2f} of the roofline"
             )
+    return lines
+
+
+def preload_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]:
+    systems = result["start_s"]
+    return _settings_lines(
+        result, "preload-none", {s: roof["roofline_tok_s"] for s in systems} if roof else {}
+    )
+
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+def dtype_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]:
+    """The dtype suite: speed as a settings suite (each dtype against its own roofline: float32 reads
+    twice the bytes), then how the greedy answers compare with the baseline dtype's."""
+    roofs = {}
+    if roof:
+        bytes_per_s = roof["bandwidth_gb_s"] * 1e9
+        for system in result["start_s"]:
+            dtype = system.removeprefix("dtype-")
+            roofs[system] = bytes_per_s / (roof["parameters"] * DTYPE_BYTES[dtype])
+    lines = _settings_lines(result, result.get("answers_baseline", "dtype-bfloat16"), roofs)
+    for system, a in result.get("answers", {}).items():
+        agree = a["token_agreement"]
+        lines.append(
+            f"- {system} vs {result['answers_baseline']}: greedy answers to the {a['prompts']} bench prompts "
+            f"(up to 32 tokens): {a['identical']} identical, token agreement mean "
+            f"{sum(agree) / len(agree):.3f}, first divergence at {sorted(a['first_divergence'])}"
+        )
     return lines
 
 

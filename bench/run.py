@@ -4,7 +4,7 @@
 Suites: `roofline` (bandwidth, measured first on an idle box), `doors` (gateway cost: AsyncLLM,
 vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on),
 `variants` (each demo variant in the gateway vs bare AsyncLLM), `preload` (tcmalloc and Intel
-OpenMP preloaded into the engine, vLLM's CPU advice), `startup` (cold and warm start of the demo
+OpenMP preloaded into the engine, vLLM's CPU advice), `dtype` (bfloat16 vs float32), `startup` (cold and warm start of the demo
 config), `restart` (a remote variant's server started bare vs as `driftgate variant serve`),
 `compress` (compression wall time per demo recipe, from the variants' manifests).
 """
@@ -25,13 +25,14 @@ from typing import Any
 from bench import report
 from bench.restart import restart_lines
 
-SUITES = ("roofline", "doors", "mirror", "variants", "preload", "startup", "restart", "compress")
+SUITES = ("roofline", "doors", "mirror", "variants", "preload", "dtype", "startup", "restart", "compress")
 SUITE_DOCS = {
     "roofline": "read bandwidth and the single-stream decode roofline",
     "doors": "AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP",
     "mirror": "one twin shadow, sample rate 0 vs 1",
     "variants": "every demo variant in the gateway vs bare AsyncLLM",
     "preload": "AsyncLLM with tcmalloc / Intel OpenMP preloaded vs vLLM's default",
+    "dtype": "AsyncLLM serving the dense model in bfloat16 vs float32, speed and greedy answers",
     "startup": "configs/demo.yaml cold, warm and warm with enforce_eager, to all engines SERVING",
     "restart": "one variant's vLLM server to healthy: bare vllm serve vs driftgate variant serve",
     "compress": "compression wall time per demo recipe (manifests)",
@@ -109,6 +110,9 @@ def markdown(result: dict[str, Any]) -> str:
     if "preload" in result:
         out += ["", "## Engine preloads (AsyncLLM, cores 0-1)", ""]
         out += report.preload_lines(result["preload"], result.get("roofline"))
+    if "dtype" in result:
+        out += ["", "## Engine dtype (AsyncLLM, dense, cores 0-1)", ""]
+        out += report.dtype_lines(result["dtype"], result.get("roofline"))
     if "startup" in result:
         out += ["", "## Start-up of configs/demo.yaml", "", *report.startup_lines(result["startup"])]
     if "restart" in result:
@@ -132,9 +136,9 @@ def _suite_runners(
 ) -> dict[str, Callable[[], Awaitable[Any]]]:
     from bench.doors import run_doors
     from bench.mirroring import run_mirroring
-    from bench.preload import run_preload
     from bench.restart import run_restart
     from bench.roofline import roofline
+    from bench.settings import DTYPE, PRELOAD, run_settings
     from bench.startup import run_startup
     from bench.variants import run_variants
 
@@ -152,7 +156,8 @@ def _suite_runners(
         "doors": lambda: run_doors(model, logs, concurrencies, repeats, max_tokens, log),
         "mirror": lambda: run_mirroring(model, logs, mirror_c, repeats, max_tokens, log),
         "variants": lambda: run_variants(logs, variant_c, repeats, max_tokens, log),
-        "preload": lambda: run_preload(model, logs, variant_c, repeats, max_tokens, log),
+        "preload": lambda: run_settings(model, logs, PRELOAD, variant_c, repeats, max_tokens, log),
+        "dtype": lambda: run_settings(model, logs, DTYPE, variant_c, repeats, max_tokens, log, answers=True),
         "startup": lambda: run_startup(logs, log),
         "restart": lambda: run_restart(model, logs, repeats, log),
         "compress": compress,

@@ -1,15 +1,22 @@
-"""The engine-settings suite: vLLM's CPU advice (tcmalloc, Intel OpenMP preloaded) measured.
+"""The engine-settings suites: one vLLM setting changed, everything else equal.
 
-Three `bench.direct` AsyncLLM processes with the same model and settings, all bound to cores 0-1,
-differ only in `engine.preload` (`serving.engines.preload`): none (vLLM's own libgomp), tcmalloc,
-tcmalloc + Intel OpenMP. They are started one after another (so their start times compare) and
-measured interleaved, like the doors (`bench.doors.measure_cells`).
+- `preload`: vLLM's CPU advice (tcmalloc, Intel OpenMP preloaded) measured. Three `bench.direct`
+  AsyncLLM processes differ only in `engine.preload` (`serving.engines.preload`): none (vLLM's own
+  libgomp), tcmalloc, tcmalloc + Intel OpenMP.
+- `dtype`: the dense model served in bfloat16 (the default) vs float32. On a CPU without AVX-512
+  vLLM runs bf16 matmuls through torch's fallback (`serving.engines.cpu`); float32 reads twice the
+  bytes per token but may compute faster. The suite also compares the two engines' greedy answers
+  to the bench prompts (`serving.drift`): a dtype change is only worth its speed if answers hold.
+
+The engines of a suite are all bound to cores 0-1, started one after another (so their start times
+compare) and measured interleaved, like the doors (`bench.doors.measure_cells`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +24,61 @@ from bench.clients import DirectClient
 from bench.doors import measure_cells
 from bench.load import Runner
 from serving.config import Preload
+from serving.drift import first_divergence, token_agreement
 
-SYSTEMS = {f"preload-{p.value}": p for p in Preload}
+
+@dataclass(frozen=True)
+class Setting:
+    """One engine of a settings suite: what it changes from vLLM's defaults here."""
+
+    preload: Preload = Preload.NONE
+    dtype: str = "bfloat16"
 
 
-async def run_preload(
+PRELOAD = {f"preload-{p.value}": Setting(preload=p) for p in Preload}
+DTYPE = {f"dtype-{d}": Setting(dtype=d) for d in ("bfloat16", "float32")}
+ANSWER_TOKENS = 32
+"""Greedy tokens per prompt in the dtype suite's answer comparison."""
+
+
+def answer_agreement(baseline: Sequence[Sequence[int]], other: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """How far `other`'s greedy answers to the same prompts follow `baseline`'s (pure)."""
+    pairs = list(zip(baseline, other, strict=True))
+    return {
+        "prompts": len(pairs),
+        "identical": sum(1 for a, b in pairs if list(a) == list(b)),
+        "token_agreement": [token_agreement(a, b) for a, b in pairs],
+        "first_divergence": [first_divergence(a, b) for a, b in pairs],
+    }
+
+
+async def run_settings(
     model: str,
     workdir: Path,
+    systems: dict[str, Setting],
     concurrencies: Sequence[int],
     repeats: int,
     max_tokens: int,
     log: Callable[[str], None],
+    answers: bool = False,
 ) -> dict[str, Any]:
-    """Starts the three engines one at a time, measures the interleaved grid, stops them."""
+    """Starts the engines one at a time, measures the interleaved grid, stops them; with `answers`,
+    every engine's greedy answers are compared with the first system's."""
     async with contextlib.AsyncExitStack() as stack:
         runners: dict[str, Runner] = {}
         start_s: dict[str, float] = {}
-        for name, preload in SYSTEMS.items():
-            client = await DirectClient.start(model, "0-1", workdir / f"{name}.log", preload.value)
+        clients: dict[str, DirectClient] = {}
+        for name, s in systems.items():
+            client = await DirectClient.start(model, "0-1", workdir / f"{name}.log", s.preload.value, s.dtype)
             stack.push_async_callback(client.stop)
             start_s[name] = await client.ready()
-            runners[name] = client.runner(max_tokens)
+            runners[name], clients[name] = client.runner(max_tokens), client
             log(f"  {name}: engine ready in {start_s[name]:.0f} s")
         cells = await measure_cells(runners, concurrencies, repeats, log)
-    return {"start_s": start_s, "cells": [c.as_dict() for c in cells]}
+        result: dict[str, Any] = {"start_s": start_s, "cells": [c.as_dict() for c in cells]}
+        if answers:
+            ids = {name: await c.answers(ANSWER_TOKENS) for name, c in clients.items()}
+            first = next(iter(systems))
+            result["answers"] = {n: answer_agreement(ids[first], v) for n, v in ids.items() if n != first}
+            result["answers_baseline"] = first
+    return result

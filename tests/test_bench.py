@@ -15,6 +15,7 @@ from bench.doors import requests_for, rotated
 from bench.load import Cell, Sample, closed_loop, paired_differences, paired_ratios, pct, spread, summarize
 from bench.roofline import parameter_count
 from bench.run import markdown
+from bench.settings import answer_agreement
 from serving.home import default_model_dir
 
 
@@ -133,6 +134,16 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
                 for r in range(3)
             ],
         },
+        "dtype": {
+            "start_s": {"dtype-bfloat16": 60.0, "dtype-float32": 55.0},
+            "cells": [
+                _cell(s, 1, r, 30.0 * k, 1.0).as_dict()
+                for s, k in (("dtype-bfloat16", 1.0), ("dtype-float32", 2.0))
+                for r in range(3)
+            ],
+            "answers_baseline": "dtype-bfloat16",
+            "answers": {"dtype-float32": answer_agreement([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 6]])},
+        },
         "startup": {
             "cold": {"all_serving_s": 456.2, "variants": ["a", "b"], "ready_s": {"a": 200.0, "b": 450.0}},
             "warm": {"all_serving_s": 250.0, "variants": ["a", "b"], "ready_s": {"a": 100.0, "b": 240.0}},
@@ -149,6 +160,7 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
         "## Gateway cost",
         "## Mirroring",
         "## Engine preloads",
+        "## Engine dtype",
         "## Start-up",
         "## A remote",
     )
@@ -165,6 +177,12 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
     assert "| driftgate-grpc / asyncllm-direct | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] |" in text
     assert "0.50 of the roofline" in text  # tpot 0.02 s -> 50 tok/s of 100
     assert "| mirroring-on | 1 | 0.050 | 1.70 | 4.0 |" in text
+    # Each dtype against its own roofline: 20 GB/s over 1e8 parameters x 2 or x 4 bytes.
+    assert "dtype-bfloat16, c=1: decode 50.0 tok/s = 0.50 of the roofline" in text
+    assert "dtype-float32, c=1: decode 50.0 tok/s = 1.00 of the roofline" in text
+    assert "| dtype-float32 / dtype-bfloat16 | 2.000 [2.000–2.000] |" in text
+    assert "2 bench prompts (up to 32 tokens): 1 identical, token agreement mean 0.750, " in text
+    assert "first divergence at [1, 3]" in text
     report.plot(report.cells_of(result["doors"]), tmp_path / "doors.png", "t")
     assert (tmp_path / "doors.png").stat().st_size > 1000
 

