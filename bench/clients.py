@@ -106,7 +106,7 @@ class DirectClient:
 
     @classmethod
     async def start(
-        cls, model: str, cores: str, log_path: Path, preload: str = "none", dtype: str = "bfloat16"
+        cls, model: str, cores: str, log_path: Path, preload: str = "none", dtype: str = "auto"
     ) -> DirectClient:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:

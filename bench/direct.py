@@ -109,5 +109,5 @@ async def _serve(model: str, cores: str, preload: str, dtype: str) -> None:
 
 
 if __name__ == "__main__":
-    args = [*sys.argv[1:], "none", "bfloat16"]
+    args = [*sys.argv[1:], "none", "auto"]
     asyncio.run(_serve(args[0], args[1], args[2], args[3]))

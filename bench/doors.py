@@ -32,7 +32,8 @@ from bench.added import Recorder
 from bench.clients import DirectClient, grpc_call, openai_call
 from bench.load import Call, Cell, Runner, Sample, closed_loop, summarize
 from bench.profile import profile_gateway
-from bench.systems import Gateway, engine_yaml, gateway
+from bench.systems import Gateway, engine_config, engine_yaml, gateway
+from serving.engines.cpu import cpu_flags, resolve_dtype
 from serving.engines.vllm_server import free_port, running_server, server_command, server_env, wait_healthy
 
 SETTLE_S = 1.5
@@ -128,7 +129,8 @@ async def run_doors(
 ) -> dict[str, Any]:
     """Starts the three engines (concurrently), measures the grid, stops everything."""
     port = free_port()
-    command = server_command(model, "dense", port, max_model_len=1024, kv_cache_gib=1.0)
+    dtype = resolve_dtype(engine_config("0-1").dtype, model, cpu_flags())  # as the other systems' engines
+    command = server_command(model, "dense", port, dtype=dtype, max_model_len=1024, kv_cache_gib=1.0)
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(
             running_server(command, server_env("0-1"), workdir / "vllm-serve.log", port, wait=False)

@@ -222,7 +222,12 @@ def dtype_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str
         lines.append(
             f"- {system} vs {result['answers_baseline']}: greedy answers to the {a['prompts']} bench prompts "
             f"(up to 32 tokens): {a['identical']} identical, token agreement mean "
-            f"{sum(agree) / len(agree):.3f}, first divergence at {sorted(a['first_divergence'])}"
+            f"{sum(agree) / len(agree):.3f}, "
+            + (
+                f"the others first differ at token {a['divergent_at']}"
+                if "divergent_at" in a
+                else f"first divergence (an identical answer's length) {sorted(a['first_divergence'])}"
+            )
         )
     return lines
 

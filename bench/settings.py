@@ -3,7 +3,7 @@
 - `preload`: vLLM's CPU advice (tcmalloc, Intel OpenMP preloaded) measured. Three `bench.direct`
   AsyncLLM processes differ only in `engine.preload` (`serving.engines.preload`): none (vLLM's own
   libgomp), tcmalloc, tcmalloc + Intel OpenMP.
-- `dtype`: the dense model served in bfloat16 (the default) vs float32. On a CPU without AVX-512
+- `dtype`: the dense model served in bfloat16 (vLLM's choice for it) vs float32. On a CPU without AVX-512
   vLLM runs bf16 matmuls through torch's fallback (`serving.engines.cpu`); float32 reads twice the
   bytes per token but may compute faster. The suite also compares the two engines' greedy answers
   to the bench prompts (`serving.drift`): a dtype change is only worth its speed if answers hold.
@@ -32,7 +32,7 @@ class Setting:
     """One engine of a settings suite: what it changes from vLLM's defaults here."""
 
     preload: Preload = Preload.NONE
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
 
 
 PRELOAD = {f"preload-{p.value}": Setting(preload=p) for p in Preload}
@@ -49,6 +49,8 @@ def answer_agreement(baseline: Sequence[Sequence[int]], other: Sequence[Sequence
         "identical": sum(1 for a, b in pairs if list(a) == list(b)),
         "token_agreement": [token_agreement(a, b) for a, b in pairs],
         "first_divergence": [first_divergence(a, b) for a, b in pairs],
+        "lengths": [[len(a), len(b)] for a, b in pairs],
+        "divergent_at": sorted(first_divergence(a, b) for a, b in pairs if list(a) != list(b)),
     }
 
 

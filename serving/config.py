@@ -71,7 +71,11 @@ class EngineConfig:
     connect_timeout_s: float = _f(5.0, "remote: seconds to open a connection to the server")
     read_timeout_s: float = _f(120.0, "remote: seconds the server may stay silent during an answer")
     pool_size: int = _f(64, "remote: most open connections to the server")
-    dtype: str = _f("bfloat16", "weights/activations dtype; vLLM's 4-bit CPU kernels need bfloat16")
+    dtype: str = _f(
+        "auto",
+        "weights/activations dtype; auto = vLLM's (the checkpoint's, bf16 here), but float32 for an "
+        "unquantized checkpoint on a CPU without AVX-512 (serving.engines.cpu.resolve_dtype)",
+    )
     max_model_len: int = _f(2048, "context length (prompt + completion tokens)")
     kv_cache_gib: float = _f(1.0, "KV cache size in GiB (kv_cache_memory_bytes; fractions allowed)")
     cpu_cores: str = _f("0-1", "cores the engine's worker binds to (VLLM_CPU_OMP_THREADS_BIND)")

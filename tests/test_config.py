@@ -33,7 +33,7 @@ def test_defaults_and_home_expansion(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("DRIFTGATE_HOME", str(tmp_path))
     cfg = Config()
     assert cfg.primary.model_path == str(tmp_path / "models/smollm2-135m-instruct")
-    assert cfg.primary.engine.dtype == "bfloat16" and cfg.server.grpc_port == 50051
+    assert cfg.primary.engine.dtype == "auto" and cfg.server.grpc_port == 50051
 
 
 @pytest.mark.parametrize(

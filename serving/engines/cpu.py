@@ -9,6 +9,7 @@ linear at the model's shapes took 2-3x as long as float32's, and the dense model
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -41,6 +42,28 @@ def dtype_advice(dtype: str, flags: frozenset[str]) -> str | None:
         return None
     return (
         "this CPU has no AVX-512, so vLLM runs bfloat16 matmuls through torch's fallback, "
-        "2-3x slower than float32 here: an unquantized variant can set engine.dtype: float32 "
-        "(the 4-bit kernels need bfloat16)"
+        "2-3x slower than float32 here: set engine.dtype: auto (float32 for an unquantized "
+        "checkpoint on such a CPU; the 4-bit kernels need bfloat16)"
     )
+
+
+def is_quantized(model_dir: str | Path) -> bool:
+    """Whether the checkpoint's config.json declares quantized weights (GPTQ, AWQ, compressed-tensors
+    quantization groups); a compressed-tensors config with only a sparsity section is not."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    q = config.get("quantization_config")
+    if not isinstance(q, dict):
+        return False
+    return q.get("quant_method") != "compressed-tensors" or bool(q.get("config_groups"))
+
+
+def resolve_dtype(dtype: str, model_dir: str | Path, flags: frozenset[str]) -> str:
+    """The dtype an engine is started with. `auto` is vLLM's own choice (the checkpoint's dtype),
+    except float32 for an unquantized checkpoint on a CPU known to lack AVX-512, where vLLM's bf16
+    matmuls take torch's slow fallback; any other value is passed as it is."""
+    if dtype != "auto" or not flags or "avx512f" in flags or is_quantized(model_dir):
+        return dtype
+    return "float32"

@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from serving.config import VariantConfig
 from serving.engines.base import Chunk, SamplingSpec, TokenLogprobs
-from serving.engines.cpu import cpu_flags, dtype_advice
+from serving.engines.cpu import cpu_flags, dtype_advice, resolve_dtype
 from serving.engines.preload import preload_env
 from serving.engines.vllm_plugin import ENV as AOT_LOAD_ENV
 from serving.errors import EngineFailure, GatewayError, InvalidArgument, Unavailable
@@ -181,11 +181,14 @@ def build_async_llm(variant: VariantConfig) -> Any:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     e = variant.engine
-    if advice := dtype_advice(e.dtype, cpu_flags()):
+    dtype = resolve_dtype(e.dtype, variant.model_path, cpu_flags())
+    if advice := dtype_advice(dtype, cpu_flags()) if e.dtype != "auto" else None:
         log.warning("variant %s: %s", variant.name, advice)
+    elif dtype != e.dtype:
+        log.info("variant %s: dtype auto is %s on this CPU", variant.name, dtype)
     args = AsyncEngineArgs(
         model=variant.model_path,
-        dtype=cast(Any, e.dtype),
+        dtype=cast(Any, dtype),
         max_model_len=e.max_model_len,
         max_num_seqs=e.max_num_seqs,
         max_logprobs=e.max_logprobs,

@@ -32,6 +32,7 @@ from pathlib import Path
 import aiohttp
 
 from serving.config import Preload, VariantConfig
+from serving.engines.cpu import cpu_flags, resolve_dtype
 from serving.engines.preload import preload_env
 from serving.engines.vllm_engine import compile_cache_env
 from serving.home import OFFLINE_ENV
@@ -97,7 +98,7 @@ def variant_command(variant: VariantConfig, port: int, host: str = "127.0.0.1") 
         variant.served_name,
         port,
         host=host,
-        dtype=e.dtype,
+        dtype=resolve_dtype(e.dtype, variant.model_path, cpu_flags()),
         max_model_len=e.max_model_len,
         max_logprobs=e.max_logprobs,
         max_num_seqs=e.max_num_seqs,
