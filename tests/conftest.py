@@ -65,7 +65,8 @@ async def stub(app: Any) -> AsyncIterator[Any]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def dense_engine() -> AsyncIterator[Engine]:
-    """The real vLLM engine on SmolLM2-135M-Instruct (bf16), shared by every test."""
+    """The real vLLM engine on SmolLM2-135M-Instruct (`engine.dtype: auto`: bf16, or float32 on a CPU
+    without AVX-512), shared by every test."""
     from serving.engines.vllm_engine import VllmEngine
 
     engine = await VllmEngine.start(dense_variant())
