@@ -25,6 +25,8 @@ PROMPTS = (
     "What is the boiling point of water?",
     "Give two reasons to learn Python.",
 )
+ANSWER_TOKENS = 32
+"""Greedy tokens per prompt when engines' answers to PROMPTS are compared (the dtype suite)."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.load import Cell, Spread, by_cell, paired_differences, paired_ratios, spread
+from bench.load import ANSWER_TOKENS, Cell, Spread, by_cell, paired_differences, paired_ratios, spread
 
 RATIOS = (
     ("driftgate-grpc", "asyncllm-direct"),
@@ -216,12 +216,13 @@ def dtype_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str
         for system in result["start_s"]:
             dtype = system.removeprefix("dtype-")
             roofs[system] = bytes_per_s / (roof["parameters"] * DTYPE_BYTES[dtype])
-    lines = _settings_lines(result, result.get("answers_baseline", "dtype-bfloat16"), roofs)
+    baseline = result.get("answers_baseline", "dtype-bfloat16")
+    lines = _settings_lines(result, baseline, roofs)
     for system, a in result.get("answers", {}).items():
         agree = a["token_agreement"]
         lines.append(
-            f"- {system} vs {result['answers_baseline']}: greedy answers to the {a['prompts']} bench prompts "
-            f"(up to 32 tokens): {a['identical']} identical, token agreement mean "
+            f"- {system} vs {baseline}: greedy answers to the {a['prompts']} bench prompts "
+            f"(up to {ANSWER_TOKENS} tokens): {a['identical']} identical, token agreement mean "
             f"{sum(agree) / len(agree):.3f}, "
             + (
                 f"the others first differ at token {a['divergent_at']}"

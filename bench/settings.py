@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.clients import DirectClient
 from bench.doors import measure_cells
-from bench.load import Runner
+from bench.load import ANSWER_TOKENS, Runner
 from serving.config import Preload
 from serving.drift import first_divergence, token_agreement
 
@@ -37,20 +37,20 @@ class Setting:
 
 PRELOAD = {f"preload-{p.value}": Setting(preload=p) for p in Preload}
 DTYPE = {f"dtype-{d}": Setting(dtype=d) for d in ("bfloat16", "float32")}
-ANSWER_TOKENS = 32
-"""Greedy tokens per prompt in the dtype suite's answer comparison."""
 
 
 def answer_agreement(baseline: Sequence[Sequence[int]], other: Sequence[Sequence[int]]) -> dict[str, Any]:
     """How far `other`'s greedy answers to the same prompts follow `baseline`'s (pure)."""
     pairs = list(zip(baseline, other, strict=True))
+    same = [list(a) == list(b) for a, b in pairs]
+    divergence = [first_divergence(a, b) for a, b in pairs]
     return {
         "prompts": len(pairs),
-        "identical": sum(1 for a, b in pairs if list(a) == list(b)),
+        "identical": sum(same),
         "token_agreement": [token_agreement(a, b) for a, b in pairs],
-        "first_divergence": [first_divergence(a, b) for a, b in pairs],
+        "first_divergence": divergence,
         "lengths": [[len(a), len(b)] for a, b in pairs],
-        "divergent_at": sorted(first_divergence(a, b) for a, b in pairs if list(a) != list(b)),
+        "divergent_at": sorted(d for d, equal in zip(divergence, same, strict=True) if not equal),
     }
 
 

@@ -79,6 +79,11 @@ def test_rotation_and_cell_sizes() -> None:
     assert requests_for(1) == 8 and requests_for(32) == 128
 
 
+def _settings_cells(speedups: dict[str, float]) -> list[dict[str, Any]]:
+    """A settings suite's cells: each system at c=1, 3 repeats, 30 tok/s times its speed-up."""
+    return [_cell(s, 1, r, 30.0 * k, 1.0).as_dict() for s, k in speedups.items() for r in range(3)]
+
+
 def test_markdown_has_every_section(tmp_path: Path) -> None:
     cells = [
         _cell(s, c, r, 100.0 + r, 1.0)
@@ -128,19 +133,11 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
         "compress": [{"recipe": "gptq-w4a16", "wall_s": 30.0, "ratio_vs_source": 0.4}],
         "preload": {
             "start_s": {"preload-none": 60.0, "preload-tcmalloc": 50.0},
-            "cells": [
-                _cell(s, 1, r, 30.0 * k, 1.0).as_dict()
-                for s, k in (("preload-none", 1.0), ("preload-tcmalloc", 1.1))
-                for r in range(3)
-            ],
+            "cells": _settings_cells({"preload-none": 1.0, "preload-tcmalloc": 1.1}),
         },
         "dtype": {
             "start_s": {"dtype-bfloat16": 60.0, "dtype-float32": 55.0},
-            "cells": [
-                _cell(s, 1, r, 30.0 * k, 1.0).as_dict()
-                for s, k in (("dtype-bfloat16", 1.0), ("dtype-float32", 2.0))
-                for r in range(3)
-            ],
+            "cells": _settings_cells({"dtype-bfloat16": 1.0, "dtype-float32": 2.0}),
             "answers_baseline": "dtype-bfloat16",
             "answers": {"dtype-float32": answer_agreement([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 6]])},
         },

@@ -181,8 +181,9 @@ def build_async_llm(variant: VariantConfig) -> Any:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     e = variant.engine
-    dtype = resolve_dtype(e.dtype, variant.model_path, cpu_flags())
-    if advice := dtype_advice(dtype, cpu_flags()) if e.dtype != "auto" else None:
+    flags = cpu_flags()
+    dtype = resolve_dtype(e.dtype, variant.model_path, flags)
+    if advice := dtype_advice(e.dtype, flags):
         log.warning("variant %s: %s", variant.name, advice)
     elif dtype != e.dtype:
         log.info("variant %s: dtype auto is %s on this CPU", variant.name, dtype)
