@@ -125,7 +125,9 @@ def test_a_frozen_heap_is_skipped_by_later_collections() -> None:
     assert walked == len(heap)  # a full collection walks them
     frozen = freeze_heap()
     assert frozen >= len(heap)
-    assert gc.get_freeze_count() == frozen
+    # frozen objects that other threads (the session engine's) drop are freed by reference counting and
+    # leave the permanent generation, so the count can only shrink, never below the frozen heap
+    assert len(heap) <= gc.get_freeze_count() <= frozen
     assert not any(id(o) in ids for o in gc.get_objects())  # no generation holds them any more
     young = _cycles(10)
     del young
