@@ -228,7 +228,12 @@ class VllmEngine:
         several may be built at once (see `build_async_llm`)."""
         e = variant.engine
         log.info("starting vLLM engine %s on %s (cores %s)", variant.name, variant.model_path, e.cpu_cores)
-        llm = await asyncio.to_thread(build_async_llm, variant)
+        # The AsyncLLM comes back in a list that is emptied here. The worker thread's finished frame
+        # outlives the call when an import inside build_async_llm leaves a stored traceback behind
+        # (its frames' f_back chain reaches the executor's frame), and that frame then holds only the
+        # empty list: no AsyncLLM stays referenced until interpreter exit, where its __del__ fails.
+        box = await asyncio.to_thread(lambda: [build_async_llm(variant)])
+        llm = box.pop()
         engine = cls(variant.name, llm, e.max_model_len)
         del llm  # the engine owns it: `shutdown` drops it so AsyncLLM.__del__ never runs at exit
         engine._start_output_handler()
@@ -354,12 +359,16 @@ class VllmEngine:
     async def shutdown(self) -> None:
         if isinstance(self._llm, _Closed):
             return
-        # Stop vLLM's output handler first: otherwise it logs the engine-core exit as an error.
-        handler = getattr(self._llm, "output_handler", None)
-        if handler is not None:
-            handler.cancel()
-            await asyncio.gather(handler, return_exceptions=True)
-        await asyncio.to_thread(self._llm.shutdown)
-        # Drop the engine now: vLLM's AsyncLLM.__del__ fails noisily when it runs at interpreter exit.
-        self._llm = _Closed(self.name)
-        gc.collect()
+        llm, self._llm = self._llm, _Closed(self.name)
+        try:
+            # Stop vLLM's output handler first: otherwise it logs the engine-core exit as an error.
+            handler = getattr(llm, "output_handler", None)
+            if handler is not None:
+                handler.cancel()
+                await asyncio.gather(handler, return_exceptions=True)
+            await asyncio.to_thread(llm.shutdown)
+        finally:
+            # Drop the engine now, even if its shutdown raises: vLLM's
+            # AsyncLLM.__del__ fails noisily when it runs at interpreter exit.
+            del llm
+            gc.collect()
