@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import ANSWER_TOKENS, Cell, Spread, by_cell, paired_differences, paired_ratios, spread
+from bench.roofline import DTYPE_BYTES
 
 RATIOS = (
     ("driftgate-grpc", "asyncllm-direct"),
@@ -204,9 +205,6 @@ def preload_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[s
     )
 
 
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-
-
 def dtype_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]:
     """The dtype suite: speed as a settings suite (each dtype against its own roofline: float32 reads
     twice the bytes), then how the greedy answers compare with the baseline dtype's."""
@@ -243,10 +241,12 @@ def startup_lines(result: dict[str, Any]) -> list[str]:
 
 
 def roofline_lines(roof: dict[str, Any], doors: dict[str, Any] | None) -> list[str]:
+    # runs before the served dtype was recorded counted bf16 bytes whatever the engines ran
+    weight_bytes = roof.get("weight_bytes", roof.get("weight_bytes_bf16", 0))
     lines = [
         f"- read bandwidth: {roof['bandwidth_gb_s']:.1f} GB/s ({roof['how']})",
-        f"- weights read per decoded token: {roof['weight_bytes_bf16'] / 1e6:.0f} MB "
-        f"({roof['parameters'] / 1e6:.1f} M parameters, bf16)",
+        f"- weights read per decoded token: {weight_bytes / 1e6:.0f} MB "
+        f"({roof['parameters'] / 1e6:.1f} M parameters, {roof.get('dtype', 'bfloat16')})",
         f"- roofline: {roof['roofline_tok_s']:.0f} tok/s single stream",
     ]
     if doors:

@@ -13,7 +13,7 @@ import pytest
 from bench import report
 from bench.doors import requests_for, rotated
 from bench.load import Cell, Sample, closed_loop, paired_differences, paired_ratios, pct, spread, summarize
-from bench.roofline import parameter_count
+from bench.roofline import parameter_count, served_dtype
 from bench.run import markdown
 from bench.settings import answer_agreement
 from serving.home import default_model_dir
@@ -197,6 +197,23 @@ def test_parameter_count_of_the_dense_checkpoint() -> None:
     if not any(model.glob("*.safetensors")):
         pytest.skip("the dense model is not pulled (make test pulls it)")
     assert 134e6 < parameter_count(model) < 136e6  # SmolLM2-135M, tied embedding stored once
+
+
+def test_the_roofline_counts_the_bytes_of_the_dtype_the_engines_serve() -> None:
+    model = default_model_dir()
+    if not (model / "config.json").exists():
+        pytest.skip("the dense model is not pulled (make test pulls it)")
+    avx512 = " avx512f " in Path("/proc/cpuinfo").read_text().replace("\n", " ")
+    assert served_dtype(model) == ("bfloat16" if avx512 else "float32")  # engine.dtype auto
+    roof = {"bandwidth_gb_s": 20.0, "how": "h", "parameters": 1e8, "dtype": "float32"}
+    lines = report.roofline_lines({**roof, "weight_bytes": 4e8, "roofline_tok_s": 50.0}, None)
+    assert "- weights read per decoded token: 400 MB (100.0 M parameters, float32)" in lines
+    # a run from before the dtype was recorded counted bf16 bytes, and says so
+    old = {**roof, "weight_bytes_bf16": 2e8, "roofline_tok_s": 100.0}
+    del old["dtype"]
+    assert "- weights read per decoded token: 200 MB (100.0 M parameters, bfloat16)" in report.roofline_lines(
+        old, None
+    )
 
 
 def test_top_frames_folds_collapsed_stacks() -> None:
