@@ -169,7 +169,10 @@ def variants_table(variants: dict[str, Any]) -> list[str]:
         "| variant | c | AsyncLLM tok/s | gateway tok/s | gateway / AsyncLLM (paired) |",
         "| --- | --- | --- | --- | --- |",
     ]
+    skipped = {name: r["skipped"] for name, r in variants.items() if "skipped" in r}
     for name, result in variants.items():
+        if name in skipped:
+            continue
         cells = cells_of(result)
         tps = by_cell(cells, "tokens_per_s")
         ratio = paired_ratios(cells, "tokens_per_s", "driftgate-grpc", "asyncllm-direct")
@@ -178,7 +181,7 @@ def variants_table(variants: dict[str, Any]) -> list[str]:
                 f"| {name} | {c} | {_s(tps[('asyncllm-direct', c)])} | {_s(tps[('driftgate-grpc', c)])} "
                 f"| {_s(ratio[c], 1, 3)} |"
             )
-    return lines
+    return lines + [f"- {name}: not measured on this CPU: {why}" for name, why in skipped.items()]
 
 
 def _settings_lines(result: dict[str, Any], baseline: str, roofs: dict[str, float]) -> list[str]:
@@ -237,7 +240,8 @@ def startup_lines(result: dict[str, Any]) -> list[str]:
         ready = run.get("ready_s", {})
         slowest = max(ready.values()) if ready else float("nan")
         lines.append(f"| {name} | {run['all_serving_s']:.0f} | {len(run['variants'])} | {slowest:.0f} |")
-    return lines
+    skipped: dict[str, str] = next((run["skipped"] for run in result.values() if run.get("skipped")), {})
+    return lines + [f"- {name}: not started on this CPU: {why}" for name, why in skipped.items()]
 
 
 def roofline_lines(roof: dict[str, Any], doors: dict[str, Any] | None) -> list[str]:

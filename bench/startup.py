@@ -71,9 +71,12 @@ async def measure(
     config_path: str, eager: bool, concurrency: int | None, only: str, throughput: bool
 ) -> dict[str, Any]:
     from serving.app import start_app, start_concurrency
+    from serving.commands.demo import drop_variants, unservable_here
     from serving.config import Role, load_config
 
     config = load_config(config_path)
+    skipped = unservable_here(config)  # what this CPU's vLLM build cannot run (4-bit without AVX-512)
+    drop_variants(config, skipped)
     if only:
         kept = [dataclasses.replace(v, role=Role.PRIMARY) for v in config.variants if v.name == only]
         config.variants = kept or config.variants
@@ -105,6 +108,7 @@ async def measure(
     return {
         "config": config_path,
         "variants": [v.name for v in config.variants],
+        "skipped": skipped,
         "enforce_eager": eager,
         "start_concurrency": start_concurrency(config),
         "all_serving_s": round(total, 1),
@@ -150,7 +154,7 @@ async def run_startup(
     of their own under `workdir` (the user's cache is neither used nor touched)."""
     from bench.variants import demo_variants
 
-    _present, missing = demo_variants(config)
+    _present, missing, _unservable = demo_variants(config)  # the child drops the unservable
     if missing:
         raise RuntimeError(f"variants not built (make demo builds them): {', '.join(missing)}")
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)

@@ -20,12 +20,17 @@ from bench.systems import engine_yaml, gateway
 from serving.config import load_config
 
 
-def demo_variants(config: str = "configs/demo.yaml") -> tuple[dict[str, str], list[str]]:
-    """Name → checkpoint directory of every built variant in the demo config (dense first), and
-    the names of those not built."""
+def demo_variants(config: str = "configs/demo.yaml") -> tuple[dict[str, str], list[str], dict[str, str]]:
+    """Name → checkpoint directory of every built variant in the demo config that this CPU's vLLM
+    build can serve (dense first), the names of those not built, and name → reason for those it
+    cannot serve (`serving.commands.demo.unservable_here`, built or not)."""
+    from serving.commands.demo import unservable_here
+
     cfg = load_config(config)
-    present = {v.name: v.model_path for v in cfg.primary_first() if Path(v.model_path).is_dir()}
-    return present, [v.name for v in cfg.variants if v.name not in present]
+    skipped = unservable_here(cfg)
+    served = [v for v in cfg.primary_first() if v.name not in skipped]
+    present = {v.name: v.model_path for v in served if Path(v.model_path).is_dir()}
+    return present, [v.name for v in served if v.name not in present], skipped
 
 
 async def _one(
@@ -55,9 +60,12 @@ async def run_variants(
     workdir: Path, concurrencies: Sequence[int], repeats: int, max_tokens: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    present, missing = demo_variants()
+    present, missing, unservable = demo_variants()
     if missing:
         log(f"  not built (make demo builds them), skipped: {', '.join(missing)}")
+    for name, why in unservable.items():
+        log(f"  skipped on this CPU: {name}: {why}")
+        out[name] = {"skipped": why}
     for name, model in present.items():
         out[name] = await _one(name, model, workdir, concurrencies, repeats, max_tokens, log)
     return out

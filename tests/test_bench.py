@@ -141,8 +141,17 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "answers_baseline": "dtype-bfloat16",
             "answers": {"dtype-float32": answer_agreement([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 6]])},
         },
+        "variants": {
+            "dense": {"cells": [c.as_dict() for c in cells]},
+            "gptq-w4a16": {"skipped": "its 4-bit weights need cpu_gemm_wna16"},
+        },
         "startup": {
-            "cold": {"all_serving_s": 456.2, "variants": ["a", "b"], "ready_s": {"a": 200.0, "b": 450.0}},
+            "cold": {
+                "all_serving_s": 456.2,
+                "variants": ["a", "b"],
+                "skipped": {"c": "its 4-bit weights need cpu_gemm_wna16"},
+                "ready_s": {"a": 200.0, "b": 450.0},
+            },
             "warm": {"all_serving_s": 250.0, "variants": ["a", "b"], "ready_s": {"a": 100.0, "b": 240.0}},
         },
         "restart": {
@@ -160,10 +169,14 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
         "## Engine dtype",
         "## Start-up",
         "## A remote",
+        "## Demo variants",
     )
     for heading in headings:
         assert heading in text
     assert "| preload-tcmalloc / preload-none | 1.100 [1.100–1.100] |" in text
+    assert "| dense | 8 | 101.0 [100.0–102.0] | 101.0 [100.0–102.0] | 1.000 [1.000–1.000] |" in text
+    assert "- gptq-w4a16: not measured on this CPU: its 4-bit weights need cpu_gemm_wna16" in text
+    assert "- c: not started on this CPU: its 4-bit weights need cpu_gemm_wna16" in text
     assert "| cold | 456 | 2 | 450 |" in text and "| warm | 250 | 2 | 240 |" in text
     assert (
         "| driftgate-variant-serve | 50 [44–60] | 2/3 |" in text

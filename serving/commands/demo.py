@@ -22,13 +22,13 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
 
-from serving.config import Config, load_config
+from serving.config import Config, Role, load_config, validate
 from serving.probes.facts import stratified
 
 CAPITALS = [
@@ -227,16 +227,55 @@ async def _run(config: Config, probes: str, limit: int, out: Path) -> None:
         await app.stop()
 
 
-def _build_variants() -> None:
+def _build_variants(skip: dict[str, str]) -> None:
     from compress.api import DEMO_RECIPES, build_recipes
 
+    recipes = [r for r in DEMO_RECIPES if r not in skip]
     _say("building the compressed variants (cached; llm-compressor runs in .venv-compress)")
-    with _bar(len(DEMO_RECIPES), "variants built") as bar:
-        for recipe in DEMO_RECIPES:
+    with _bar(len(recipes), "variants built") as bar:
+        for recipe in recipes:
             bar.set_postfix_str(recipe)
             (path,) = build_recipes(None, [recipe]).values()
             bar.update()
             bar.write(f"{recipe:26s} {path}")
+
+
+def unservable_here(config: Config) -> dict[str, str]:
+    """Name → reason for each in-process variant of `config` other than the primary that this CPU's
+    vLLM build cannot serve (`serving.engines.cpu`): read from its checkpoint once built, else from
+    the demo recipe of the same name (so the demo does not build what it cannot serve)."""
+    from compress.api import DEMO_RECIPES
+    from compress.recipes import load_recipe
+    from serving.engines.cpu import bits_gap, cpu_flags, kernel_gap
+
+    flags = cpu_flags()
+    gaps: dict[str, str | None] = {}
+    for v in config.variants:
+        if v.remote or v.role is Role.PRIMARY:
+            continue
+        if (Path(v.model_path) / "config.json").is_file():
+            gaps[v.name] = kernel_gap(v.model_path, flags)
+        elif v.name in DEMO_RECIPES:
+            gaps[v.name] = bits_gap(load_recipe(v.name).weight_bits, flags)
+    return {name: why for name, why in gaps.items() if why is not None}
+
+
+def drop_variants(config: Config, names: Iterable[str]) -> None:
+    """Removes the named variants from `config` (ConfigError if what is left does not validate)."""
+    gone = set(names)
+    if gone:
+        config.variants = [v for v in config.variants if v.name not in gone]
+        validate(config)
+
+
+def _skip_unservable(config: Config) -> dict[str, str]:
+    skip = unservable_here(config)
+    drop_variants(config, skip)
+    if skip:
+        _say("not built or served on this CPU: " + ", ".join(skip))
+        for why in sorted(set(skip.values())):
+            print(f"  {why}")
+    return skip
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -258,7 +297,7 @@ def run_demo(args: argparse.Namespace) -> int:
         try:
             _say("pulling the dense model (SmolLM2-135M-Instruct, bf16)")
             print(pull())
-            _build_variants()
+            _build_variants(_skip_unservable(config))
             asyncio.run(_run(config, args.probes, args.limit, out))
         except CompressError as exc:
             print(f"driftgate demo: compression failed: {exc}")

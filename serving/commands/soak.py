@@ -30,6 +30,7 @@ from typing import Any
 from serving.commands.soak_report import Events, Sample, build_report, by_label, checks, parse_metrics, plot
 from serving.commands.soak_report import summary as summarize
 from serving.config import Config, Role, load_config
+from serving.engines.factory import check_checkpoints
 from serving.errors import ConfigError
 from serving.home import driftgate_home
 
@@ -309,6 +310,7 @@ async def soak(opts: SoakOptions, out: Path) -> dict[str, Any]:
     victim = opts.victim or (shadows[0] if shadows else "")
     if victim not in shadows:
         raise ConfigError(f"soak: no shadow {victim!r} to kill in {opts.config} (shadows: {shadows})")
+    check_checkpoints(config.variants, remote_too=True)  # the remote variants' servers run here too
     run = Run(opts, config, out)
     run.remote = RemoteServers(run)
     try:

