@@ -23,14 +23,14 @@ def check_checkpoints(variants: Iterable[VariantConfig], *, remote_too: bool = F
     unless `remote_too`)."""
     wanted = [v for v in variants if remote_too or not v.remote]
     missing = [v for v in wanted if not (Path(v.model_path) / "config.json").is_file()]
+    problems = [f"variant {name}: {why}" for name, why in unservable(wanted).items()]
     if missing:
         where = "; ".join(f"variant {v.name}: no checkpoint at {v.model_path}" for v in missing)
-        raise ConfigError(
+        problems.append(
             f"{where} (run `driftgate model pull`, or `driftgate compress --all` for the compressed variants)"
         )
-    gaps = unservable(wanted)
-    if gaps:
-        raise ConfigError("; ".join(f"variant {name}: {why}" for name, why in gaps.items()))
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def unservable(variants: Iterable[VariantConfig], flags: frozenset[str] | None = None) -> dict[str, str]:

@@ -145,11 +145,13 @@ def test_serve_refuses_a_variant_this_cpu_cannot_run_before_any_engine_starts(
         "server: {grpc_port: 0, metrics_port: -1, http_port: -1}\nvariants:\n"
         f"  - {{name: dense, model: {model_dir()}}}\n"
         f"  - {{name: gptq-w4a16, role: shadow, model: {w4a16}}}\n"
+        f"  - {{name: gone, role: shadow, model: {tmp_path / 'gone'}}}\n"
     )
     monkeypatch.setattr(factory, "cpu_flags", lambda: AVX2)
     assert main(["serve", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("driftgate: config error: variant gptq-w4a16: its 4-bit weights need"), err
+    assert "; variant gone: no checkpoint at " in err  # every problem in one go
     assert "Traceback" not in err and "variant dense" not in err
 
 
