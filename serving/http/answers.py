@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from serving.errors import EngineFailure
 from serving.gateway import Reply, StreamEvent
+from serving.http.disconnect import ClientGone, DisconnectWatch
 from serving.http.errors import error_payload, openai_error, render
 from serving.http.openai_models import (
     AssistantMessage,
@@ -144,7 +145,9 @@ async def sse_stream(
 
 class SSEResponse(StreamingResponse):
     """A `text/event-stream` answer that always closes its body (and so the gateway stream),
-    also when the client disconnects or the server stops mid-stream."""
+    also when the client disconnects or the server stops mid-stream. The body is written from the
+    request's own task (`DisconnectWatch`), not from a task group: no event-loop trip between the
+    first event and its write."""
 
     media_type = "text/event-stream"
 
@@ -154,6 +157,9 @@ class SSEResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            async with DisconnectWatch(receive):
+                await self.stream_response(send)
+        except ClientGone:
+            pass  # the body is closed below, which aborts the engine's generation
         finally:
             await self._body.aclose()

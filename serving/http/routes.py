@@ -17,7 +17,6 @@ together), and a body limit of `limits.max_request_bytes`, gRPC's message limit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -35,6 +34,7 @@ from serving.gateway import ChatMessage, Gateway, GenerateCall, StreamEvent
 from serving.http import errors
 from serving.http.answers import Shape, SSEResponse, sse_stream
 from serving.http.body import parse_request
+from serving.http.disconnect import DisconnectWatch
 from serving.http.errors import HttpError
 from serving.http.openai_models import (
     ChatCompletionRequest,
@@ -55,32 +55,11 @@ _ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system tu
 T = TypeVar("T")
 
 
-class ClientGone(HttpError):
-    """The client disconnected before its answer was ready (499: nobody reads the answer)."""
-
-    def __init__(self) -> None:
-        super().__init__(499, "the client closed the request", code="cancelled", type_="cancelled_error")
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Awaits `work`, cancelling it (which aborts its engine request) if the client goes away."""
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    if task.cancelled():
-        raise ClientGone()
-    return task.result()
+    """Awaits `work` in this task, cancelling it (which aborts its engine request) if the client
+    goes away (`ClientGone`, a 499)."""
+    async with DisconnectWatch(request.receive):
+        return await work
 
 
 def _header_safe(value: str) -> str:

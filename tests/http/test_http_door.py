@@ -7,7 +7,8 @@ import asyncio
 import json
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from serving.app import start_app
 from serving.config import LimitsConfig, Role, VariantConfig
+from serving.engines.base import Chunk, SamplingSpec
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 from serving.http.body import MAX_BODY_BYTES
@@ -396,6 +398,61 @@ async def test_an_engine_failure_mid_stream_is_an_sse_error_event_then_done(
             async for _ in await door.openai().completions.create(model="dense", prompt="hi", stream=True):
                 pass
     assert "injected engine failure" in caplog.text  # logged on the server side
+
+
+class TaskRecordingEngine(FakeEngine):
+    """Notes the task that takes each chunk; after its first chunk, can hang until closed."""
+
+    def __init__(self, name: str, text: str, hang: bool = False) -> None:
+        super().__init__(name, text)
+        self.hang = hang
+        self.tasks: list[asyncio.Task[Any] | None] = []
+        self.closed = 0
+
+    async def generate(
+        self,
+        prompt: str,
+        sampling: SamplingSpec,
+        request_id: str,
+        logprobs: int | None = None,
+        prompt_token_ids: Sequence[int] = (),
+    ) -> AsyncGenerator[Chunk, None]:
+        try:
+            async for chunk in super().generate(prompt, sampling, request_id, logprobs, prompt_token_ids):
+                self.tasks.append(asyncio.current_task())
+                yield replace(chunk, finished=False) if self.hang else chunk
+                if self.hang:
+                    await asyncio.Event().wait()
+        finally:
+            self.closed += 1
+
+
+async def test_a_stream_is_taken_from_the_engine_and_written_by_one_task() -> None:
+    """No task hop between the engine's events and the socket: the first event, and every one
+    after it, is taken by the request's own task (a hop waits behind every other stream's work)."""
+    engine = TaskRecordingEngine("dense", "one two three four")
+    async with open_door(fake_config(), {"dense": engine}) as door, door.client() as http:
+        for path, body in ((COMPLETIONS, {"prompt": "hi"}), (CHAT, {"messages": HI})):
+            engine.tasks.clear()
+            resp = await http.post(path, json={**body, "stream": True})
+            assert resp.status_code == 200 and sse_events(resp.text)[-1] == "[DONE]"
+            assert len(engine.tasks) == 4 and len(set(engine.tasks)) == 1, engine.tasks
+
+
+async def test_a_client_gone_mid_stream_closes_the_engine_stream() -> None:
+    engine = TaskRecordingEngine("dense", "first second", hang=True)
+    async with open_door(fake_config(max_concurrent_requests=1), {"dense": engine}) as door:
+        async with (
+            door.client() as http,
+            http.stream("POST", COMPLETIONS, json={"prompt": "hi", "stream": True}) as resp,
+        ):
+            lines = aiter(resp.aiter_lines())
+            first = json.loads((await anext(lines)).removeprefix("data: "))
+            assert first["choices"][0]["text"] == "first" and engine.closed == 0
+        await _wait_for(lambda: engine.closed == 1)
+        engine.hang = False
+        async with door.client() as http:  # the request was released (limit 1): the door answers
+            assert (await http.post(COMPLETIONS, json={"prompt": "hi"})).status_code == 200
 
 
 async def test_unknown_paths_and_methods_are_openai_shaped(door: Door) -> None:
