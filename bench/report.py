@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import ANSWER_TOKENS, Cell, Spread, by_cell, paired_differences, paired_ratios, spread
-from bench.roofline import DTYPE_BYTES
+from bench.roofline import weight_bytes
 
 RATIOS = (
     ("driftgate-grpc", "asyncllm-direct"),
@@ -214,9 +214,9 @@ def dtype_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str
     roofs = {}
     if roof:
         bytes_per_s = roof["bandwidth_gb_s"] * 1e9
+        floats, fixed = roof.get("float_parameters", roof["parameters"]), roof.get("fixed_bytes", 0)
         for system in result["start_s"]:
-            dtype = system.removeprefix("dtype-")
-            roofs[system] = bytes_per_s / (roof["parameters"] * DTYPE_BYTES[dtype])
+            roofs[system] = bytes_per_s / weight_bytes(floats, fixed, system.removeprefix("dtype-"))
     baseline = result.get("answers_baseline", "dtype-bfloat16")
     lines = _settings_lines(result, baseline, roofs)
     for system, a in result.get("answers", {}).items():
@@ -246,11 +246,13 @@ def startup_lines(result: dict[str, Any]) -> list[str]:
 
 def roofline_lines(roof: dict[str, Any], doors: dict[str, Any] | None) -> list[str]:
     # runs before the served dtype was recorded counted bf16 bytes whatever the engines ran
-    weight_bytes = roof.get("weight_bytes", roof.get("weight_bytes_bf16", 0))
+    read = roof.get("weight_bytes", roof.get("weight_bytes_bf16", 0))
+    fixed = f", {roof['fixed_bytes'] / 1e6:.0f} MB of them integer tensors" if roof.get("fixed_bytes") else ""
     lines = [
+        f"- model: {roof.get('model', 'the pulled dense model')}",
         f"- read bandwidth: {roof['bandwidth_gb_s']:.1f} GB/s ({roof['how']})",
-        f"- weights read per decoded token: {weight_bytes / 1e6:.0f} MB "
-        f"({roof['parameters'] / 1e6:.1f} M parameters, {roof.get('dtype', 'bfloat16')})",
+        f"- weights read per decoded token: {read / 1e6:.0f} MB "
+        f"({roof['parameters'] / 1e6:.1f} M parameters, {roof.get('dtype', 'bfloat16')}{fixed})",
         f"- roofline: {roof['roofline_tok_s']:.0f} tok/s single stream",
     ]
     if doors:

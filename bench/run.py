@@ -32,7 +32,7 @@ SUITE_DOCS = {
     "mirror": "one twin shadow, sample rate 0 vs 1",
     "variants": "every demo variant in the gateway vs bare AsyncLLM",
     "preload": "AsyncLLM with tcmalloc / Intel OpenMP preloaded vs vLLM's default",
-    "dtype": "AsyncLLM serving the dense model in bfloat16 vs float32, speed and greedy answers",
+    "dtype": "AsyncLLM serving the model in bfloat16 vs float32, speed and greedy answers",
     "startup": "configs/demo.yaml cold, warm and warm with enforce_eager, to all engines SERVING",
     "restart": "one variant's vLLM server to healthy: bare vllm serve vs driftgate variant serve",
     "compress": "compression wall time per demo recipe (manifests)",
@@ -111,7 +111,8 @@ def markdown(result: dict[str, Any]) -> str:
         out += ["", "## Engine preloads (AsyncLLM, cores 0-1)", ""]
         out += report.preload_lines(result["preload"], result.get("roofline"))
     if "dtype" in result:
-        out += ["", "## Engine dtype (AsyncLLM, dense, cores 0-1)", ""]
+        model = result["settings"].get("model", "dense")
+        out += ["", f"## Engine dtype (AsyncLLM, {model}, cores 0-1)", ""]
         out += report.dtype_lines(result["dtype"], result.get("roofline"))
     if "startup" in result:
         out += ["", "## Start-up of configs/demo.yaml", "", *report.startup_lines(result["startup"])]
@@ -175,7 +176,12 @@ async def run_suites(
 
     result: dict[str, Any] = {
         "machine": machine(),
-        "settings": {"concurrency": list(concurrencies), "repeats": repeats, "max_tokens": max_tokens},
+        "settings": {
+            "model": Path(model).name,
+            "concurrency": list(concurrencies),
+            "repeats": repeats,
+            "max_tokens": max_tokens,
+        },
         "errors": {},
     }
     t0 = time.monotonic()

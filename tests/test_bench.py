@@ -229,6 +229,45 @@ def test_the_roofline_counts_the_bytes_of_the_dtype_the_engines_serve() -> None:
     )
 
 
+def test_integer_tensors_count_their_stored_bytes_whatever_the_served_dtype() -> None:
+    from bench.roofline import split_bytes, weight_bytes
+
+    # an int8 W8A8 checkpoint: int8 linear weights, bf16 embedding, norms and scales
+    floats, fixed = split_bytes([("I8", 1000), ("BF16", 300), ("F32", 20), ("I32", 10)])
+    assert (floats, fixed) == (320, 1040)
+    assert weight_bytes(floats, fixed, "bfloat16") == 320 * 2 + 1040
+    assert weight_bytes(floats, fixed, "float32") == 320 * 4 + 1040
+    assert split_bytes([("BF16", 5)]) == (5, 0)  # a dense checkpoint: every tensor follows the dtype
+    # the dtype suite puts each dtype against its own roofline, integer bytes unchanged
+    result = {
+        "start_s": {"dtype-bfloat16": 1.0, "dtype-float32": 1.0},
+        "cells": _settings_cells({"dtype-bfloat16": 1.0, "dtype-float32": 1.0}),
+    }
+    roof = {"bandwidth_gb_s": 1e-9 * 50 * (300 * 2 + 1000), "parameters": 1300}
+    lines = report.dtype_lines(result, {**roof, "float_parameters": 300, "fixed_bytes": 1000})
+    assert any("dtype-bfloat16, c=1: decode 50.0 tok/s = 1.00 of the roofline" in x for x in lines)
+    # float32 reads 300 x 4 + 1000 = 2200 bytes, not 1300 x 4: a roofline of 36.4 tok/s
+    assert any("dtype-float32, c=1: decode 50.0 tok/s = 1.37 of the roofline" in x for x in lines)
+
+
+def test_bench_model_is_a_checkpoint_or_a_built_variant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serving.commands.bench import bench_model
+    from serving.commands.main import main
+
+    monkeypatch.setenv("DRIFTGATE_HOME", str(tmp_path / "home"))
+    built = tmp_path / "home" / "variants" / "int8-w8a8"
+    built.mkdir(parents=True)
+    (built / "config.json").write_text("{}")
+    assert bench_model("int8-w8a8") == built
+    assert bench_model(str(built)) == built
+    with pytest.raises(FileNotFoundError, match="nor a built variant"):
+        bench_model("awq-w4a16")
+    assert main(["bench", "--model", "awq-w4a16", "--suites", "roofline"]) == 2
+    assert "--model awq-w4a16: neither a checkpoint directory" in capsys.readouterr().err
+
+
 def test_top_frames_folds_collapsed_stacks() -> None:
     from bench.profile import top_frames
 

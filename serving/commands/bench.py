@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,15 +26,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     bench.add_argument("--repeats", type=int, default=3, help="repeats of every cell (>= 3 for a spread)")
     bench.add_argument("--max-tokens", type=int, default=32, help="tokens per answer")
+    bench.add_argument(
+        "--model",
+        help="what the roofline, doors, mirror, preload, dtype and restart suites serve: a checkpoint "
+        "directory or a built variant's name (default: the pulled dense model)",
+    )
     bench.add_argument("--out", help="report directory (default: ~/.cache/driftgate/reports/bench-<time>)")
     bench.set_defaults(func=run_bench)
+
+
+def bench_model(name: str) -> Path:
+    """A checkpoint directory, else the built variant of that name (FileNotFoundError: neither)."""
+    for candidate in (Path(name).expanduser(), driftgate_home() / "variants" / name):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"--model {name}: neither a checkpoint directory (with config.json) nor a built variant in "
+        f"{driftgate_home() / 'variants'}"
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from bench.run import run_suites
     from serving.commands.model_pull import pull
 
-    model = str(pull())
+    try:
+        model = str(bench_model(args.model) if args.model else pull())
+    except FileNotFoundError as exc:
+        print(f"driftgate bench: {exc}", file=sys.stderr)
+        return 2
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else driftgate_home() / "reports" / f"bench-{stamp}"
     result = asyncio.run(
