@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from serving.errors import EngineFailure
 from serving.gateway import Reply, StreamEvent
@@ -156,10 +156,19 @@ class SSEResponse(StreamingResponse):
         self._body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watch = DisconnectWatch(receive)
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                watch.close()  # uvicorn answers every receive after the last write with a disconnect
+            await send(message)
+
         try:
-            async with DisconnectWatch(receive):
-                await self.stream_response(send)
-        except ClientGone:
+            async with watch:
+                await self.stream_response(sending)
+        except (ClientGone, OSError):  # OSError: a send to a gone client (ASGI spec 2.4 servers)
             pass  # the body is closed below, which aborts the engine's generation
         finally:
             await self._body.aclose()
+        if self.background is not None:
+            await self.background()
