@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from serving.home import driftgate_home
+from serving.home import reports_dir, variants_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,12 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def bench_model(name: str) -> Path:
     """A checkpoint directory, else the built variant of that name (FileNotFoundError: neither)."""
-    for candidate in (Path(name).expanduser(), driftgate_home() / "variants" / name):
+    for candidate in (Path(name).expanduser(), variants_dir() / name):
         if (candidate / "config.json").is_file():
             return candidate
     raise FileNotFoundError(
         f"--model {name}: neither a checkpoint directory (with config.json) nor a built variant in "
-        f"{driftgate_home() / 'variants'}"
+        f"{variants_dir()}"
     )
 
 
@@ -56,7 +56,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"driftgate bench: {exc}", file=sys.stderr)
         return 2
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else driftgate_home() / "reports" / f"bench-{stamp}"
+    out = Path(args.out) if args.out else reports_dir() / f"bench-{stamp}"
     result = asyncio.run(
         run_suites(model, out, args.suites, sorted(set(args.concurrency)), args.repeats, args.max_tokens)
     )
