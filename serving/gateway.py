@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serving import drift
 from serving.config import Config, Role, VariantConfig
@@ -53,6 +53,13 @@ class StreamEvent:
 
     text: str
     final: Reply | None = None
+    span: Span | None = field(default=None, repr=False, compare=False)
+    """The request's timing, for a door that marks its own hand-off (`serving.span`)."""
+
+    def handed_off(self) -> None:
+        """The door hands this event to its transport now."""
+        if self.span is not None:
+            self.span.handed_off(last=self.final is not None)
 
 
 @dataclass(frozen=True)
@@ -208,7 +215,7 @@ class Gateway:
                     span.output(chunk.finished)
                     acc.add(chunk)
                     if not chunk.finished:
-                        yield StreamEvent(chunk.text)
+                        yield StreamEvent(chunk.text, span=span)
                         span.delivered()
             done = acc.result()
             self.mirror.answered(variant.name, prompt, sampling, done.answer.text, None)
@@ -223,7 +230,7 @@ class Gateway:
                 done.completion_tokens,
                 call.request_id or uuid.uuid4().hex,
             )
-            yield StreamEvent(acc.last.text if acc.last else "", reply)
+            yield StreamEvent(acc.last.text if acc.last else "", reply, span)
         finally:
             if job:
                 job.primary_failed()  # no-op when the primary answered

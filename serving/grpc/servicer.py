@@ -114,9 +114,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         async with aclosing(self._gateway.stream(to_call(request))) as events:
             async for event in events:
                 if event.final is None:
-                    yield pb.GenerateChunk(text=event.text)
+                    chunk = pb.GenerateChunk(text=event.text)
                 else:
-                    yield pb.GenerateChunk(text=event.text, finished=True, **_summary_fields(event.final))
+                    chunk = pb.GenerateChunk(text=event.text, finished=True, **_summary_fields(event.final))
+                event.handed_off()  # grpc.aio resumes us only after the write's completion trip
+                yield chunk
 
     async def SetTraffic(self, request: pb.SetTrafficRequest, context: Any) -> pb.ListVariantsResponse:
         change = TrafficChange(

@@ -9,11 +9,13 @@ the final chunk and the usage chunk name the variant that answered.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -84,6 +86,35 @@ class Shape:
         ).model_dump()
 
     # ------------------------------------------------------------------ stream chunks
+    @cached_property
+    def _delta_parts(self) -> tuple[bytes, bytes] | None:
+        """The SSE event of a text delta split around its text: (before, after), or None when
+        the split is not clean or the shown model's name is no UTF-8 (then `render` escapes the
+        whole event as ASCII) and every delta takes the model's path."""
+        try:
+            self.model.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        slot = f"slot-{uuid.uuid4().hex}"
+        quoted = render(slot)
+        before, found, after = sse(self.chunk(slot)).partition(quoted)
+        return (before, after) if found and quoted not in after else None
+
+    def prepare_stream(self) -> None:
+        """Makes the delta template now: before the engine's first output rather than after it."""
+        _ = self._delta_parts
+
+    def delta_event(self, text: str) -> bytes:
+        """`sse(self.chunk(text))`, byte for byte, from a template made once per stream: every
+        token sends one, and a pydantic model per token cost 15-20 µs of the event loop."""
+        parts = self._delta_parts
+        if parts is not None:
+            try:
+                return parts[0] + json.dumps(text, ensure_ascii=False).encode("utf-8") + parts[1]
+            except UnicodeEncodeError:  # a lone surrogate: the whole event is ASCII-escaped
+                pass
+        return sse(self.chunk(text))
+
     def chunk(self, text: str | None, reason: str | None = None, model: str | None = None) -> dict[str, Any]:
         """A text delta (`text` None on chat: the opening role delta; "" with a reason: the end)."""
         if self.chat:
@@ -116,11 +147,18 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + render(payload) + b"\n\n"
 
 
-async def sse_stream(
-    shape: Shape, first: StreamEvent, events: AsyncGenerator[StreamEvent, None]
-) -> AsyncGenerator[bytes, None]:
-    """The SSE body of a stream whose first gateway event is already in hand; closing it closes
-    the gateway stream (which aborts the engine request)."""
+async def sse_stream(shape: Shape, events: AsyncGenerator[StreamEvent, None]) -> AsyncGenerator[bytes, None]:
+    """The SSE body of a gateway stream; closing it closes the gateway stream (which aborts the
+    engine request). An error before the first event is raised, for the door to answer with a
+    status (nothing is sent before the body's first chunk: `SSEResponse`); after it, an error
+    (closing the gateway stream included) is one SSE event, and `[DONE]` still ends the body."""
+    try:
+        first = await anext(events, _END)
+        if first is _END:
+            raise EngineFailure("the gateway stream ended without an event")
+    except BaseException:
+        await events.aclose()
+        raise
     try:
         async with aclosing(events):
             if shape.chat:
@@ -128,7 +166,7 @@ async def sse_stream(
             event = first
             while event.final is None:
                 if event.text:
-                    yield sse(shape.chunk(event.text))
+                    yield shape.delta_event(event.text)
                 event = await anext(events, _END)
                 if event is _END:
                     raise EngineFailure("the gateway stream ended without a final event")
@@ -145,9 +183,15 @@ async def sse_stream(
 
 class SSEResponse(StreamingResponse):
     """A `text/event-stream` answer that always closes its body (and so the gateway stream),
-    also when the client disconnects or the server stops mid-stream. The body is written from the
-    request's own task (`DisconnectWatch`), not from a task group: no event-loop trip between the
-    first event and its write."""
+    also when the client disconnects or the server stops mid-stream.
+
+    - The status and headers go out with the body's first chunk, not before: an error raised
+      before it is still answered with a status (by the app's error handlers).
+    - The body is written from the request's own task (`DisconnectWatch`), not from a task
+      group: no event-loop trip between an event and its write. The watch covers the wait for
+      the first chunk too, so a request is built, and its watch started, before the engine's
+      first output: only the writes are left after it.
+    """
 
     media_type = "text/event-stream"
 
@@ -155,10 +199,21 @@ class SSEResponse(StreamingResponse):
         super().__init__(body, headers={"cache-control": "no-cache", **headers})
         self._body = body
 
+    async def stream_response(self, send: Send) -> None:
+        first = await anext(self._body)
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+        async for chunk in self._body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watch = DisconnectWatch(receive)
+        started = False
 
         async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 watch.close()  # uvicorn answers every receive after the last write with a disconnect
             await send(message)
@@ -166,8 +221,13 @@ class SSEResponse(StreamingResponse):
         try:
             async with watch:
                 await self.stream_response(sending)
-        except (ClientGone, OSError):  # OSError: a send to a gone client (ASGI spec 2.4 servers)
-            pass  # the body is closed below, which aborts the engine's generation
+        except ClientGone:
+            if not started:
+                raise  # a 499, as for any request whose client left before its answer
+        except OSError:  # a send to a gone client (ASGI spec 2.4 servers)
+            if not started:
+                raise  # the gateway's own, before any text: a 500 from the app's handlers
+            # the body is closed below, which aborts the engine's generation
         finally:
             await self._body.aclose()
         if self.background is not None:

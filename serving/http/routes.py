@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import quote
@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 
 from serving.auth import Authenticator, Scope
 from serving.errors import GatewayError
-from serving.gateway import ChatMessage, Gateway, GenerateCall, StreamEvent
+from serving.gateway import ChatMessage, Gateway, GenerateCall
 from serving.http import errors
 from serving.http.answers import Shape, SSEResponse, sse_stream
 from serving.http.body import parse_request
@@ -188,19 +188,10 @@ class OpenAIDoor:
             reply = await until_disconnect(request, self.gateway.generate(call))
             headers[VARIANT_HEADER] = reply.variant
             return JSONResponse(shape.whole(reply), headers=headers)
-        events = self.gateway.stream(call)
-        first = await until_disconnect(request, _first(events))  # errors before any text: a status
         if call.variant:
             headers[VARIANT_HEADER] = call.variant
-        return SSEResponse(sse_stream(shape, first, events), headers)
-
-
-async def _first(events: AsyncGenerator[StreamEvent, None]) -> StreamEvent:
-    try:
-        return await anext(events)
-    except BaseException:
-        await events.aclose()
-        raise
+        shape.prepare_stream()
+        return SSEResponse(sse_stream(shape, self.gateway.stream(call)), headers)
 
 
 def create_app(gateway: Gateway, auth: Authenticator | None = None) -> FastAPI:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from starlette.background import BackgroundTask
 
-from serving.http.answers import SSEResponse
+from serving.gateway import Reply, StreamEvent
+from serving.http.answers import Shape, SSEResponse, sse_stream
 from serving.http.disconnect import ClientGone, DisconnectWatch
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -125,3 +126,55 @@ async def test_sse_response_closes_its_watch_before_the_last_write_and_runs_back
     await response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
     assert closed == ["body", "background"]
     assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n", b"data: [DONE]\n\n", b""]
+
+
+@pytest.mark.parametrize("error", [ValueError, TimeoutError])  # an OSError too: not a gone client's
+async def test_nothing_is_sent_before_the_bodys_first_chunk_and_an_error_before_it_is_raised(
+    error: type[Exception],
+) -> None:
+    """The status goes out with the first chunk: an error before it stays a status for the app's
+    handlers (nothing sent), and a body still waiting for it has sent nothing either."""
+    _, receive = client()
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def failing() -> AsyncGenerator[bytes, None]:
+        raise error("before any text")
+        yield b""  # pragma: no cover
+
+    with pytest.raises(error, match="before any text"):
+        await SSEResponse(failing(), {})({"type": "http"}, receive, send)
+    assert sent == []
+
+    opened = asyncio.Event()
+    release = asyncio.Event()
+
+    async def gated() -> AsyncGenerator[bytes, None]:
+        opened.set()
+        await release.wait()
+        yield b"data: 1\n\n"
+
+    answer = asyncio.create_task(SSEResponse(gated(), {"x-a": "b"})({"type": "http"}, receive, send))
+    await opened.wait()
+    await asyncio.sleep(0.01)
+    assert sent == []
+    release.set()
+    await answer
+    assert [m["type"] for m in sent] == ["http.response.start"] + ["http.response.body"] * 2
+    assert (b"x-a", b"b") in sent[0]["headers"] and sent[1]["body"] == b"data: 1\n\n"
+
+
+async def test_a_failure_closing_the_gateway_stream_still_ends_the_body_with_an_error_and_done() -> None:
+    async def events() -> AsyncGenerator[StreamEvent, None]:
+        try:
+            yield StreamEvent("one")
+            yield StreamEvent("", Reply("one", "dense", "stop", 1, 1, "r"))
+        finally:
+            raise RuntimeError("the gateway's clean-up failed")
+
+    body = [chunk async for chunk in sse_stream(Shape(chat=False, model="dense"), events())]
+    assert body[0].startswith(b'data: {"id":"cmpl-') and b'"text":"one"' in body[0]
+    assert b'"finish_reason":"stop"' in body[1]
+    assert b'"error"' in body[2] and body[-1] == b"data: [DONE]\n\n"
