@@ -49,7 +49,8 @@ def grpc_call(stub: pb_grpc.GatewayStub, max_tokens: int, variant: str = "") -> 
     return call
 
 
-def _sse_events(line: bytes) -> dict[str, Any] | None:
+def sse_event(line: bytes) -> dict[str, Any] | None:
+    """The JSON of one SSE `data:` line; None for any other line and for `[DONE]`."""
     text = line.decode().strip()
     if not text.startswith("data:"):
         return None
@@ -82,7 +83,7 @@ def openai_call(session: aiohttp.ClientSession, base_url: str, model: str, max_t
                     await resp.read()
                     return Sample(time.perf_counter() - t0, 0.0, 0, ok=False)
                 async for line in resp.content:
-                    event = _sse_events(line)
+                    event = sse_event(line)
                     if event is None:
                         continue
                     if ttft is None and any(c.get("text") for c in event.get("choices", [])):

@@ -1,7 +1,8 @@
 """`driftgate bench`: runs the chosen suites in one process run and writes `bench.json`,
 `bench.md` and PNG plots into the report directory.
 
-Suites: `roofline` (bandwidth, measured first on an idle box), `doors` (gateway cost: AsyncLLM,
+Suites: `roofline` (bandwidth, measured first on an idle box), `wire` (each door's delay from
+an engine's output to the client against a bare server, on a tick engine), `doors` (gateway cost: AsyncLLM,
 vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on),
 `variants` (each demo variant in the gateway vs bare AsyncLLM), `preload` (tcmalloc and Intel
 OpenMP preloaded into the engine, vLLM's CPU advice), `dtype` (bfloat16 vs float32), `startup` (cold and warm start of the demo
@@ -24,10 +25,23 @@ from typing import Any
 
 from bench import report
 from bench.restart import restart_lines
+from bench.wire_run import wire_lines
 
-SUITES = ("roofline", "doors", "mirror", "variants", "preload", "dtype", "startup", "restart", "compress")
+SUITES = (
+    "roofline",
+    "wire",
+    "doors",
+    "mirror",
+    "variants",
+    "preload",
+    "dtype",
+    "startup",
+    "restart",
+    "compress",
+)
 SUITE_DOCS = {
     "roofline": "read bandwidth and the single-stream decode roofline",
+    "wire": "each door's delay from engine output to client vs a bare server (tick engine, no vLLM)",
     "doors": "AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP",
     "mirror": "one twin shadow, sample rate 0 vs 1",
     "variants": "every demo variant in the gateway vs bare AsyncLLM",
@@ -91,6 +105,8 @@ def markdown(result: dict[str, Any]) -> str:
         out += ["", f"**Suite {name} failed**: {error} (see logs/ in the report directory)"]
     if "roofline" in result:
         out += ["", "## Roofline", "", *report.roofline_lines(result["roofline"], result.get("doors"))]
+    if "wire" in result:
+        out += ["", "## The doors on the wire (no vLLM)", "", *wire_lines(result["wire"])]
     if "doors" in result:
         cells = report.cells_of(result["doors"])
         out += ["", "## Gateway cost", "", f"Engine start: {json.dumps(result['doors']['start_s'])}", ""]
@@ -142,6 +158,7 @@ def _suite_runners(
     from bench.settings import DTYPE, PRELOAD, run_settings
     from bench.startup import run_startup
     from bench.variants import run_variants
+    from bench.wire_run import run_wire
 
     logs = out / "logs"
     mirror_c = [c for c in concurrencies if c <= 8] or [1]
@@ -154,6 +171,7 @@ def _suite_runners(
 
     return {
         "roofline": lambda: asyncio.to_thread(roofline, model),
+        "wire": lambda: run_wire(logs, concurrencies, repeats, log),
         "doors": lambda: run_doors(model, logs, concurrencies, repeats, max_tokens, log),
         "mirror": lambda: run_mirroring(model, logs, mirror_c, repeats, max_tokens, log),
         "variants": lambda: run_variants(logs, variant_c, repeats, max_tokens, log),
