@@ -5,7 +5,8 @@ Suites: `roofline` (bandwidth, measured first on an idle box), `wire` (each door
 an engine's output to the client against a bare server, on a tick engine), `doors` (gateway cost: AsyncLLM,
 vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on),
 `variants` (each demo variant in the gateway vs bare AsyncLLM), `preload` (tcmalloc and Intel
-OpenMP preloaded into the engine, vLLM's CPU advice), `dtype` (bfloat16 vs float32), `startup` (cold and warm start of the demo
+OpenMP preloaded into the engine, vLLM's CPU advice), `dtype` (bfloat16 vs float32), `nice` (the
+in-process gateway with its engine at a lower CPU priority), `startup` (cold and warm start of the demo
 config), `restart` (a remote variant's server started bare vs as `driftgate variant serve`),
 `compress` (compression wall time per demo recipe, from the variants' manifests).
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.nice import nice_lines
 from bench.restart import restart_lines
 from bench.wire_run import wire_lines
 
@@ -35,6 +37,7 @@ SUITES = (
     "variants",
     "preload",
     "dtype",
+    "nice",
     "startup",
     "restart",
     "compress",
@@ -47,6 +50,7 @@ SUITE_DOCS = {
     "variants": "every demo variant in the gateway vs bare AsyncLLM",
     "preload": "AsyncLLM with tcmalloc / Intel OpenMP preloaded vs vLLM's default",
     "dtype": "AsyncLLM serving the model in bfloat16 vs float32, speed and greedy answers",
+    "nice": "the in-process gateway, its engine at nice 0 vs engine.nice 10, both doors",
     "startup": "configs/demo.yaml cold, warm and warm with enforce_eager, to all engines SERVING",
     "restart": "one variant's vLLM server to healthy: bare vllm serve vs driftgate variant serve",
     "compress": "compression wall time per demo recipe (manifests)",
@@ -130,6 +134,8 @@ def markdown(result: dict[str, Any]) -> str:
         model = result["settings"].get("model", "dense")
         out += ["", f"## Engine dtype (AsyncLLM, {model}, cores 0-1)", ""]
         out += report.dtype_lines(result["dtype"], result.get("roofline"))
+    if "nice" in result:
+        out += ["", "## Engine priority (in-process gateway, cores 0-1)", "", *nice_lines(result["nice"])]
     if "startup" in result:
         out += ["", "## Start-up of configs/demo.yaml", "", *report.startup_lines(result["startup"])]
     if "restart" in result:
@@ -153,6 +159,7 @@ def _suite_runners(
 ) -> dict[str, Callable[[], Awaitable[Any]]]:
     from bench.doors import run_doors
     from bench.mirroring import run_mirroring
+    from bench.nice import run_nice
     from bench.restart import run_restart
     from bench.roofline import roofline
     from bench.settings import DTYPE, PRELOAD, run_settings
@@ -177,6 +184,7 @@ def _suite_runners(
         "variants": lambda: run_variants(logs, variant_c, repeats, max_tokens, log),
         "preload": lambda: run_settings(model, logs, PRELOAD, variant_c, repeats, max_tokens, log),
         "dtype": lambda: run_settings(model, logs, DTYPE, variant_c, repeats, max_tokens, log, answers=True),
+        "nice": lambda: run_nice(model, logs, concurrencies, repeats, max_tokens, log),
         "startup": lambda: run_startup(logs, log),
         "restart": lambda: run_restart(model, logs, repeats, log),
         "compress": compress,

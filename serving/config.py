@@ -87,6 +87,7 @@ class EngineConfig:
         True, "vLLM's AOT compile, cached per model: fast decode; false: faster cold starts"
     )
     preload: Preload = _f(Preload.NONE, "LD_PRELOAD of the engine: none | tcmalloc | tcmalloc+iomp")
+    nice: int = _f(0, "CPU niceness of the engine's processes, 0-19: >0 yields shared cores to the gateway")
 
 
 @dataclass
@@ -294,6 +295,10 @@ def _validate_engine(v: VariantConfig) -> None:
         raise ConfigError(f"variant {v.name}: engine.url must start with http:// or https://, got {e.url!r}")
     if min(e.connect_timeout_s, e.read_timeout_s) <= 0 or e.pool_size < 1:
         raise ConfigError(f"variant {v.name}: engine timeouts must be > 0 and pool_size >= 1")
+    if not 0 <= e.nice <= 19:
+        raise ConfigError(
+            f"variant {v.name}: engine.nice must be in 0-19 (lower priority only), got {e.nice}"
+        )
 
 
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:

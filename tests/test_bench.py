@@ -141,6 +141,13 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "answers_baseline": "dtype-bfloat16",
             "answers": {"dtype-float32": answer_agreement([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 6]])},
         },
+        "nice": {
+            "start_s": {"nice0": 60.0, "nice10": 62.0},
+            "cells": _settings_cells(
+                {"nice0-grpc": 1.0, "nice10-grpc": 1.05, "nice0-http": 1.0, "nice10-http": 0.9}
+            ),
+            "added": [],
+        },
         "variants": {
             "dense": {"cells": [c.as_dict() for c in cells]},
             "gptq-w4a16": {"skipped": "its 4-bit weights need cpu_gemm_wna16"},
@@ -167,6 +174,7 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
         "## Mirroring",
         "## Engine preloads",
         "## Engine dtype",
+        "## Engine priority",
         "## Start-up",
         "## A remote",
         "## Demo variants",
@@ -191,6 +199,9 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
     assert "dtype-bfloat16, c=1: decode 50.0 tok/s = 0.50 of the roofline" in text
     assert "dtype-float32, c=1: decode 50.0 tok/s = 1.00 of the roofline" in text
     assert "| dtype-float32 / dtype-bfloat16 | 2.000 [2.000–2.000] |" in text
+    assert "Gateway start: nice0 60 s, nice10 62 s" in text
+    assert "| nice10-grpc / nice0-grpc | 1.050 [1.050–1.050] |" in text
+    assert "| nice10-http / nice0-http | 0.900 [0.900–0.900] |" in text
     assert "2 bench prompts (up to 32 tokens): 1 identical, token agreement mean 0.750, " in text
     assert "the others first differ at token [1]" in text
     report.plot(report.cells_of(result["doors"]), tmp_path / "doors.png", "t")

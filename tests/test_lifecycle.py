@@ -19,12 +19,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from serving.app import App
 from serving.engines.base import Engine
 from serving.engines.preload import find_iomp, find_tcmalloc
+from serving.engines.priority import thread_nices
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 from tests.conftest import FRANCE, model_dir
@@ -73,6 +75,8 @@ async def _session_gone(sid: int, timeout: float = 15.0) -> list[str]:
 
 PRELOAD = "tcmalloc+iomp" if find_tcmalloc() and find_iomp() else "none"
 """The served engine runs with vLLM's recommended preloads where `make setup` could install them."""
+ENGINE_NICE = 5
+"""The served engine's `engine.nice`: its processes below the gateway's priority."""
 
 
 def _mapped(pid: str, library: str) -> bool:
@@ -94,7 +98,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]
         f"  drain_timeout_s: {DRAIN_TIMEOUT_S}\n"
         "variants:\n"
         f"  - name: dense\n    model: {model_dir()}\n"
-        f'    engine: {{cpu_cores: "0-1", max_model_len: 512, kv_cache_gib: 0.5, preload: {PRELOAD}}}\n'
+        f'    engine: {{cpu_cores: "0-1", max_model_len: 512, kv_cache_gib: 0.5, preload: {PRELOAD}, nice: {ENGINE_NICE}}}\n'
     )
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
@@ -164,6 +168,13 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_0(
                 _mapped(pid, "libtcmalloc") and _mapped(pid, "libiomp5") for pid in engines
             )
             assert not _mapped(str(proc.pid), "libtcmalloc")
+        # engine.nice: every thread of the engine-core and worker processes, none of the gateway's.
+        # (Raised only: started at a niceness above ENGINE_NICE, everything stays at that one.)
+        engine_pids = [int(p.split()[0]) for p in processes if "VLLM::" in p]
+        expected = max(ENGINE_NICE, os.nice(0))
+        assert engine_pids and all(set(thread_nices(pid)) == {expected} for pid in engine_pids)
+        gateway_threads = psutil.Process(proc.pid).threads()
+        assert {os.getpriority(os.PRIO_PROCESS, t.id) for t in gateway_threads} == {os.nice(0)}
 
         req = pb.GenerateRequest(prompt=COUNT, max_tokens=STREAM_TOKENS, temperature=0.0)
         firsts = [asyncio.Event() for _ in range(STREAMS)]

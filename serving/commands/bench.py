@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     bench.add_argument("--max-tokens", type=int, default=32, help="tokens per answer")
     bench.add_argument(
         "--model",
-        help="what the roofline, doors, mirror, preload, dtype and restart suites serve: a checkpoint "
+        help="what the roofline, doors, mirror, preload, dtype, nice and restart suites serve: a checkpoint "
         "directory or a built variant's name (default: the pulled dense model)",
     )
     bench.add_argument("--out", help="report directory (default: ~/.cache/driftgate/reports/bench-<time>)")

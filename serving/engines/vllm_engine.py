@@ -7,7 +7,8 @@ started, one engine at a time (`_SPAWN_LOCK`); the rest of the construction (mod
 compilation, warm-up: a minute or more) runs concurrently with other engines'. The KV-cache
 size goes in as the engine argument `kv_cache_memory_bytes` (fractional GiB allowed), and
 `VLLM_CPU_KVCACHE_SPACE` is removed meanwhile so it cannot override it. Compiled kernels are
-cached under `$DRIFTGATE_HOME/compile-cache` (see `compile_cache_env`).
+cached under `$DRIFTGATE_HOME/compile-cache` (see `compile_cache_env`). With `engine.nice`, the
+engine's processes are reniced once it is ready (`serving.engines.priority`).
 
 Building an `AsyncLLM` takes a minute or more (model load, compilation, warm-up) and blocks its
 thread: it runs in a worker thread so the event loop keeps answering (health says NOT_SERVING
@@ -31,6 +32,7 @@ from serving.config import VariantConfig
 from serving.engines.base import Chunk, SamplingSpec, TokenLogprobs
 from serving.engines.cpu import cpu_flags, dtype_advice, resolve_dtype
 from serving.engines.preload import preload_env
+from serving.engines.priority import renice_tree
 from serving.engines.vllm_plugin import ENV as AOT_LOAD_ENV
 from serving.errors import EngineFailure, GatewayError, InvalidArgument, Unavailable
 from serving.home import OFFLINE_ENV, driftgate_home
@@ -129,6 +131,9 @@ def _hook_spawn() -> None:
         try:
             original(self, *args, **kwargs)
         finally:
+            pids = getattr(_building, "engine_pids", None)
+            if pids is not None:
+                pids.extend(p.pid for p in getattr(self, "processes", ()) if p.pid)
             spawned = getattr(_building, "spawned", None)
             if spawned is not None:
                 spawned()
@@ -198,9 +203,24 @@ def build_async_llm(variant: VariantConfig) -> Any:
         enforce_eager=e.enforce_eager,
         disable_log_stats=True,
     )
-    with _SpawnScope(lambda: engine_env(variant)):
-        _hook_spawn()
-        return AsyncLLM.from_engine_args(args)
+    pids: list[int] = []
+    _building.engine_pids = pids
+    try:
+        with _SpawnScope(lambda: engine_env(variant)):
+            _hook_spawn()
+            llm = AsyncLLM.from_engine_args(args)
+    finally:
+        _building.engine_pids = None
+    if e.nice and not pids:
+        log.warning(
+            "variant %s: engine.nice: vLLM's engine processes were not found; not reniced", variant.name
+        )
+    elif e.nice:
+        changed = renice_tree(pids, e.nice)
+        log.info(
+            "variant %s: %d engine threads (processes %s) at nice %d", variant.name, changed, pids, e.nice
+        )
+    return llm
 
 
 class _Closed:

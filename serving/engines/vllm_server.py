@@ -34,6 +34,7 @@ import aiohttp
 from serving.config import Preload, VariantConfig
 from serving.engines.cpu import cpu_flags, resolve_dtype
 from serving.engines.preload import preload_env
+from serving.engines.priority import nice_prefix
 from serving.engines.vllm_engine import compile_cache_env
 from serving.home import OFFLINE_ENV
 
@@ -91,9 +92,10 @@ def server_command(
 
 def variant_command(variant: VariantConfig, port: int, host: str = "127.0.0.1") -> list[str]:
     """`server_command` with a variant's engine settings (served under `engine.served_model_name`,
-    default the variant's name; `--enforce-eager` with `engine.enforce_eager`)."""
+    default the variant's name; `--enforce-eager` with `engine.enforce_eager`; under `nice -n`
+    with `engine.nice`, which every process the server starts inherits)."""
     e = variant.engine
-    return server_command(
+    return nice_prefix(e.nice) + server_command(
         variant.model_path,
         variant.served_name,
         port,

@@ -493,6 +493,8 @@ def test_server_command_and_env() -> None:
     eager = server_variant("int4")
     eager.engine.enforce_eager = True
     assert variant_command(eager, 8123)[-1] == "--enforce-eager"
+    eager.engine.nice = 10  # the server and everything it starts at niceness 10
+    assert variant_command(eager, 8123)[:4] == ["nice", "-n", "10", sys.executable]
     env = server_env("1", base={"VLLM_CPU_KVCACHE_SPACE": "4", "PATH": "/bin"})
     assert "VLLM_CPU_KVCACHE_SPACE" not in env and env["PATH"] == "/bin"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "1" and env["HF_HUB_OFFLINE"] == "1"
