@@ -208,7 +208,8 @@ def build_async_llm(variant: VariantConfig) -> Any:
     try:
         with _SpawnScope(lambda: engine_env(variant)):
             _hook_spawn()
-            llm = AsyncLLM.from_engine_args(args)
+            # In a list emptied at the return: this frame may outlive the call (see `VllmEngine.start`).
+            box = [AsyncLLM.from_engine_args(args)]
     finally:
         _building.engine_pids = None
     if e.nice and not pids:
@@ -220,7 +221,7 @@ def build_async_llm(variant: VariantConfig) -> Any:
         log.info(
             "variant %s: %d engine threads (processes %s) at nice %d", variant.name, changed, pids, e.nice
         )
-    return llm
+    return box.pop()
 
 
 class _Closed:
