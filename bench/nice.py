@@ -1,8 +1,8 @@
-"""The `nice` suite: the in-process gateway with its engine at niceness 0 vs `engine.nice: 10`.
+"""The `nice` suite: the in-process gateway with its engine at niceness 0, 5 and 10 (`engine.nice`).
 
 An in-process engine shares cores 0-1 with the gateway's event loop, and the gateway's added-latency
 tail comes from the scheduler preempting the loop for the engine's threads (docs/performance.md).
-Two gateways (`driftgate serve`) each serve the dense model in process on cores 0-1; they differ
+Three gateways (`driftgate serve`) each serve the dense model in process on cores 0-1; they differ
 only in `engine.nice` (`serving.engines.priority`). Each is loaded through both doors, gRPC and
 HTTP, interleaved and rotated like the doors (`bench.doors.measure_cells`), and each cell's
 added latency is read from its gateway's /metrics (`bench.added`). The gateways are started one
@@ -25,7 +25,7 @@ from bench.doors import loop_runner, measure_cells
 from bench.load import Runner
 from bench.systems import engine_yaml, gateway
 
-NICES = (0, 10)
+NICES = (0, 5, 10)
 DOORS = ("grpc", "http")
 
 
@@ -33,8 +33,8 @@ def system(nice: int, door: str) -> str:
     return f"nice{nice}-{door}"
 
 
-PAIRS = tuple((system(NICES[1], d), system(NICES[0], d)) for d in DOORS)
-"""(system, baseline) for the ratio and difference tables: the reniced engine against nice 0."""
+PAIRS = tuple((system(n, d), system(NICES[0], d)) for n in NICES[1:] for d in DOORS)
+"""(system, baseline) for the ratio and difference tables: each reniced engine against nice 0."""
 
 
 async def run_nice(

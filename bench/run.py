@@ -50,7 +50,7 @@ SUITE_DOCS = {
     "variants": "every demo variant in the gateway vs bare AsyncLLM",
     "preload": "AsyncLLM with tcmalloc / Intel OpenMP preloaded vs vLLM's default",
     "dtype": "AsyncLLM serving the model in bfloat16 vs float32, speed and greedy answers",
-    "nice": "the in-process gateway, its engine at nice 0 vs engine.nice 10, both doors",
+    "nice": "the in-process gateway, its engine at engine.nice 0, 5 and 10, both doors",
     "startup": "configs/demo.yaml cold, warm and warm with enforce_eager, to all engines SERVING",
     "restart": "one variant's vLLM server to healthy: bare vllm serve vs driftgate variant serve",
     "compress": "compression wall time per demo recipe (manifests)",
