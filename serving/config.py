@@ -87,7 +87,9 @@ class EngineConfig:
         True, "vLLM's AOT compile, cached per model: fast decode; false: faster cold starts"
     )
     preload: Preload = _f(Preload.NONE, "LD_PRELOAD of the engine: none | tcmalloc | tcmalloc+iomp")
-    nice: int = _f(0, "CPU niceness of the engine's processes, 0-19: >0 yields shared cores to the gateway")
+    nice: int = _f(
+        0, "CPU niceness of the engine's processes, 0-19: >0 yields the cores it shares with the gateway"
+    )
 
 
 @dataclass

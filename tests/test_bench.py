@@ -142,9 +142,12 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "answers": {"dtype-float32": answer_agreement([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 6]])},
         },
         "nice": {
-            "start_s": {"nice0": 60.0, "nice10": 62.0},
+            "start_s": {"nice0": 60.0, "nice5": 61.0, "nice10": 62.0},
             "cells": _settings_cells(
-                {"nice0-grpc": 1.0, "nice10-grpc": 1.05, "nice0-http": 1.0, "nice10-http": 0.9}
+                {
+                    **{"nice0-grpc": 1.0, "nice5-grpc": 0.97, "nice10-grpc": 1.05},
+                    **{"nice0-http": 1.0, "nice5-http": 1.02, "nice10-http": 0.9},
+                }
             ),
             "added": [],
         },
@@ -199,7 +202,9 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
     assert "dtype-bfloat16, c=1: decode 50.0 tok/s = 0.50 of the roofline" in text
     assert "dtype-float32, c=1: decode 50.0 tok/s = 1.00 of the roofline" in text
     assert "| dtype-float32 / dtype-bfloat16 | 2.000 [2.000–2.000] |" in text
-    assert "Gateway start: nice0 60 s, nice10 62 s" in text
+    assert "Gateway start: nice0 60 s, nice5 61 s, nice10 62 s" in text
+    assert "| nice5-grpc / nice0-grpc | 0.970 [0.970–0.970] |" in text
+    assert "| nice5-http / nice0-http | 1.020 [1.020–1.020] |" in text
     assert "| nice10-grpc / nice0-grpc | 1.050 [1.050–1.050] |" in text
     assert "| nice10-http / nice0-http | 0.900 [0.900–0.900] |" in text
     assert "2 bench prompts (up to 32 tokens): 1 identical, token agreement mean 0.750, " in text

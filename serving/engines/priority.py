@@ -13,17 +13,29 @@ engine lets the loop run as soon as it is woken while the engine still gets ever
   everything it starts inherits it.
 
 Only raising is done (0-19), which needs no privilege; a thread already nicer is left alone.
+
+Niceness only weighs threads against others in the same scheduling group. With Linux's autogroup
+scheduling (`/proc/sys/kernel/sched_autogroup_enabled`), each session is its own group, and a
+cgroup with a CPU controller (a container) is one too. An in-process engine is in the gateway's
+session, so the setting works there (`make bench` suite `nice`). A server in a session or a
+container of its own competes with the gateway as a group, whatever its threads' niceness: there
+`engine.nice` changes nothing, and CPU shares (cgroup `cpu.weight`, Kubernetes requests) are the
+lever instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import psutil
 
-MAX_NICE = 19
+log = logging.getLogger(__name__)
+
+PASSES = 3
+"""Passes over a tree: a thread started during one by a thread not yet reniced is caught by the next."""
 
 
 def nice_prefix(nice: int) -> list[str]:
@@ -50,7 +62,19 @@ def renice_threads(tids: Iterable[int], nice: int) -> int:
 
 def renice_tree(pids: Iterable[int], nice: int) -> int:
     """Every thread of the processes `pids` and of their descendants to niceness `nice`
-    (`renice_threads`); returns how many threads changed. Gone processes are skipped."""
+    (`renice_threads`), in passes until one changes nothing; returns how many threads changed.
+    Gone processes are skipped."""
+    pids = list(pids)
+    changed = 0
+    for _ in range(PASSES):
+        step = _renice_pass(pids, nice)
+        changed += step
+        if not step:
+            break
+    return changed
+
+
+def _renice_pass(pids: Iterable[int], nice: int) -> int:
     changed = 0
     for pid in pids:
         try:
@@ -61,6 +85,20 @@ def renice_tree(pids: Iterable[int], nice: int) -> int:
             with contextlib.suppress(psutil.NoSuchProcess):
                 changed += renice_threads((t.id for t in process.threads()), nice)
     return changed
+
+
+def renice_engine(name: str, pids: Sequence[int], nice: int) -> None:
+    """`engine.nice` applied to a started engine's processes (`serving.engines.priority`); never
+    raises: the engine runs either way, and a failure is a warning."""
+    if not pids:
+        log.warning("variant %s: engine.nice: vLLM's engine processes were not found; not reniced", name)
+        return
+    try:
+        changed = renice_tree(pids, nice)
+    except (OSError, psutil.Error) as exc:
+        log.warning("variant %s: engine.nice %d not applied: %s", name, nice, exc)
+        return
+    log.info("variant %s: %d engine threads (processes %s) at nice %d", name, changed, list(pids), nice)
 
 
 def thread_nices(pid: int) -> list[int]:

@@ -32,7 +32,7 @@ from serving.config import VariantConfig
 from serving.engines.base import Chunk, SamplingSpec, TokenLogprobs
 from serving.engines.cpu import cpu_flags, dtype_advice, resolve_dtype
 from serving.engines.preload import preload_env
-from serving.engines.priority import renice_tree
+from serving.engines.priority import renice_engine
 from serving.engines.vllm_plugin import ENV as AOT_LOAD_ENV
 from serving.errors import EngineFailure, GatewayError, InvalidArgument, Unavailable
 from serving.home import OFFLINE_ENV, driftgate_home
@@ -212,15 +212,8 @@ def build_async_llm(variant: VariantConfig) -> Any:
             box = [AsyncLLM.from_engine_args(args)]
     finally:
         _building.engine_pids = None
-    if e.nice and not pids:
-        log.warning(
-            "variant %s: engine.nice: vLLM's engine processes were not found; not reniced", variant.name
-        )
-    elif e.nice:
-        changed = renice_tree(pids, e.nice)
-        log.info(
-            "variant %s: %d engine threads (processes %s) at nice %d", variant.name, changed, pids, e.nice
-        )
+    if e.nice:
+        renice_engine(variant.name, pids, e.nice)
     return box.pop()
 
 
