@@ -107,7 +107,7 @@ class DirectClient:
 
     @classmethod
     async def start(
-        cls, model: str, cores: str, log_path: Path, preload: str = "none", dtype: str = "auto"
+        cls, model: str, cores: str, log_path: Path, preload: str = "auto", dtype: str = "auto"
     ) -> DirectClient:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:

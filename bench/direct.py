@@ -109,5 +109,6 @@ async def _serve(model: str, cores: str, preload: str, dtype: str) -> None:
 
 
 if __name__ == "__main__":
-    args = [*sys.argv[1:], "none", "auto"]
-    asyncio.run(_serve(args[0], args[1], args[2], args[3]))
+    given = sys.argv[1:5]
+    model, cores, preload, dtype = given + ["auto", "auto"][len(given) - 2 :]
+    asyncio.run(_serve(model, cores, preload, dtype))

@@ -23,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.added import Recorder
 from bench.clients import DirectClient, grpc_call, openai_call
-from bench.load import Call, Cell, Runner, Sample, closed_loop, summarize
+from bench.load import Call, Cell, Runner, Sample, SuiteRun, closed_loop, summarize
 from bench.profile import profile_gateway
 from bench.systems import Gateway, engine_config, engine_yaml, gateway
 from serving.engines.cpu import cpu_flags, resolve_dtype
@@ -119,15 +118,9 @@ def _added_labels(gw: Gateway, uv: Gateway) -> dict[str, tuple[str, tuple[str, s
     }
 
 
-async def run_doors(
-    model: str,
-    workdir: Path,
-    concurrencies: Sequence[int],
-    repeats: int,
-    max_tokens: int,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
+async def run_doors(run: SuiteRun) -> dict[str, Any]:
     """Starts the three engines (concurrently), measures the grid, stops everything."""
+    model, workdir, max_tokens, log = run.model, run.workdir, run.max_tokens, run.log
     port = free_port()
     dtype = resolve_dtype(engine_config("0-1").dtype, model, cpu_flags())  # as the other systems' engines
     command = server_command(model, "dense", port, dtype=dtype, max_model_len=1024, kv_cache_gib=1.0)
@@ -163,7 +156,7 @@ async def run_doors(
             "driftgate-remote-grpc-uvloop": loop_runner(grpc_call(uv.stub, max_tokens, "remote")),
         }
         recorder = Recorder(session, _added_labels(gw, uv))
-        cells = await measure_cells(runners, concurrencies, repeats, log, recorder)
+        cells = await measure_cells(runners, run.concurrencies, run.repeats, log, recorder)
         log("  profiling the gateway (py-spy) under c=8 on driftgate-grpc")
         call = grpc_call(gw.stub, max_tokens, "dense")
         profile = await profile_gateway(gw.process.pid, workdir.parent, lambda: closed_loop(call, 8, 16))

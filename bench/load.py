@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 PROMPTS = (
@@ -37,6 +38,24 @@ class Sample:
     ttft_s: float
     tokens: int
     ok: bool = True
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """What every engine suite is given by `bench.run`."""
+
+    model: str
+    """The dense checkpoint the suite serves."""
+    workdir: Path
+    """Where its systems' logs and configs go."""
+    concurrencies: Sequence[int]
+    """The closed-loop concurrencies measured."""
+    repeats: int
+    """Interleaved repeats of the whole grid."""
+    max_tokens: int
+    """Tokens every request asks for (`ignore_eos`)."""
+    log: Callable[[str], None]
+    """Progress lines."""
 
 
 Call = Callable[[str], Awaitable[Sample]]

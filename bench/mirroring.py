@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import psutil
 
 from bench.clients import grpc_call
 from bench.doors import requests_for
-from bench.load import Cell, closed_loop, summarize
+from bench.load import Cell, SuiteRun, closed_loop, summarize
 from bench.systems import Gateway, engine_yaml, gateway
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 
@@ -102,17 +100,12 @@ def _cpu_row(
     }
 
 
-async def run_mirroring(
-    model: str,
-    workdir: Path,
-    concurrencies: Sequence[int],
-    repeats: int,
-    max_tokens: int,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
+async def run_mirroring(run: SuiteRun) -> dict[str, Any]:
+    """Starts the gateway with a twin shadow, measures the grid with mirroring off and on."""
+    concurrencies, max_tokens, log = run.concurrencies, run.max_tokens, run.log
     cells: list[Cell] = []
     cpu: list[dict[str, Any]] = []
-    async with gateway(_variants(model), workdir, "gateway-mirror") as gw:
+    async with gateway(_variants(run.model), run.workdir, "gateway-mirror") as gw:
         started = await gw.wait_ready()
         log(f"  started: gateway with primary + twin shadow {started:.0f} s")
         proc = psutil.Process(gw.process.pid)
@@ -124,7 +117,7 @@ async def run_mirroring(
             sent += 8 if rate else 0
             await _settled(gw, sent)
         idle = await _idle_rates(proc)
-        for rep in range(repeats):
+        for rep in range(run.repeats):
             for c in concurrencies:
                 for rate in (0.0, 1.0) if (rep + c) % 2 == 0 else (1.0, 0.0):
                     await gw.set_sample_rate("twin", rate)

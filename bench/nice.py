@@ -12,8 +12,6 @@ after another, so their start times compare.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,7 +20,7 @@ from bench import report
 from bench.added import Recorder
 from bench.clients import grpc_call, openai_call
 from bench.doors import loop_runner, measure_cells
-from bench.load import Runner
+from bench.load import Runner, SuiteRun
 from bench.systems import engine_yaml, gateway
 
 NICES = (0, 5, 10)
@@ -37,15 +35,9 @@ PAIRS = tuple((system(n, d), system(NICES[0], d)) for n in NICES[1:] for d in DO
 """(system, baseline) for the ratio and difference tables: each reniced engine against nice 0."""
 
 
-async def run_nice(
-    model: str,
-    workdir: Path,
-    concurrencies: Sequence[int],
-    repeats: int,
-    max_tokens: int,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """Starts the two gateways, measures the grid through both doors of each, stops them."""
+async def run_nice(run: SuiteRun) -> dict[str, Any]:
+    """Starts the gateways, measures the grid through both doors of each, stops them."""
+    model, workdir, max_tokens, log = run.model, run.workdir, run.max_tokens, run.log
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(
             aiohttp.ClientSession(
@@ -72,7 +64,7 @@ async def run_nice(
             for door in DOORS:
                 labels[system(nice, door)] = (gw.metrics_url, ("dense", door))
         recorder = Recorder(session, labels)
-        cells = await measure_cells(runners, concurrencies, repeats, log, recorder)
+        cells = await measure_cells(runners, run.concurrencies, run.repeats, log, recorder)
     return {"start_s": start_s, "cells": [c.as_dict() for c in cells], "added": recorder.records}
 
 

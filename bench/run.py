@@ -20,11 +20,13 @@ import platform
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.load import SuiteRun
 from bench.nice import nice_lines
 from bench.restart import restart_lines
 from bench.wire_run import wire_lines
@@ -168,8 +170,11 @@ def _suite_runners(
     from bench.wire_run import run_wire
 
     logs = out / "logs"
-    mirror_c = [c for c in concurrencies if c <= 8] or [1]
-    variant_c = [c for c in concurrencies if c in (1, 16)] or list(concurrencies)
+    run = SuiteRun(model, logs, concurrencies, repeats, max_tokens, log)
+    mirror = replace(run, concurrencies=[c for c in concurrencies if c <= 8] or [1])
+    per_variant = replace(
+        run, concurrencies=[c for c in concurrencies if c in (1, 16)] or list(concurrencies)
+    )
 
     async def compress() -> Any:
         from compress.bench import compress_report
@@ -179,12 +184,12 @@ def _suite_runners(
     return {
         "roofline": lambda: asyncio.to_thread(roofline, model),
         "wire": lambda: run_wire(logs, concurrencies, repeats, log),
-        "doors": lambda: run_doors(model, logs, concurrencies, repeats, max_tokens, log),
-        "mirror": lambda: run_mirroring(model, logs, mirror_c, repeats, max_tokens, log),
-        "variants": lambda: run_variants(logs, variant_c, repeats, max_tokens, log),
-        "preload": lambda: run_settings(model, logs, PRELOAD, variant_c, repeats, max_tokens, log),
-        "dtype": lambda: run_settings(model, logs, DTYPE, variant_c, repeats, max_tokens, log, answers=True),
-        "nice": lambda: run_nice(model, logs, concurrencies, repeats, max_tokens, log),
+        "doors": lambda: run_doors(run),
+        "mirror": lambda: run_mirroring(mirror),
+        "variants": lambda: run_variants(per_variant),
+        "preload": lambda: run_settings(per_variant, PRELOAD),
+        "dtype": lambda: run_settings(per_variant, DTYPE, answers=True),
+        "nice": lambda: run_nice(run),
         "startup": lambda: run_startup(logs, log),
         "restart": lambda: run_restart(model, logs, repeats, log),
         "compress": compress,

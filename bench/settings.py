@@ -15,14 +15,13 @@ compare) and measured interleaved, like the doors (`bench.doors.measure_cells`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bench.clients import DirectClient
 from bench.doors import measure_cells
-from bench.load import ANSWER_TOKENS, Runner
+from bench.load import ANSWER_TOKENS, Runner, SuiteRun
 from serving.config import Preload
 from serving.drift import first_divergence, token_agreement
 
@@ -35,7 +34,8 @@ class Setting:
     dtype: str = "auto"
 
 
-PRELOAD = {f"preload-{p.value}": Setting(preload=p) for p in Preload}
+PRELOAD = {f"preload-{p.value}": Setting(preload=p) for p in Preload if p is not Preload.AUTO}
+"""The explicit choices (`auto` is one of them on any machine)."""
 DTYPE = {f"dtype-{d}": Setting(dtype=d) for d in ("bfloat16", "float32")}
 
 
@@ -54,18 +54,10 @@ def answer_agreement(baseline: Sequence[Sequence[int]], other: Sequence[Sequence
     }
 
 
-async def run_settings(
-    model: str,
-    workdir: Path,
-    systems: dict[str, Setting],
-    concurrencies: Sequence[int],
-    repeats: int,
-    max_tokens: int,
-    log: Callable[[str], None],
-    answers: bool = False,
-) -> dict[str, Any]:
+async def run_settings(run: SuiteRun, systems: dict[str, Setting], answers: bool = False) -> dict[str, Any]:
     """Starts the engines one at a time, measures the interleaved grid, stops them; with `answers`,
     every engine's greedy answers are compared with the first system's."""
+    model, workdir, max_tokens, log = run.model, run.workdir, run.max_tokens, run.log
     async with contextlib.AsyncExitStack() as stack:
         runners: dict[str, Runner] = {}
         start_s: dict[str, float] = {}
@@ -76,7 +68,7 @@ async def run_settings(
             start_s[name] = await client.ready()
             runners[name], clients[name] = client.runner(max_tokens), client
             log(f"  {name}: engine ready in {start_s[name]:.0f} s")
-        cells = await measure_cells(runners, concurrencies, repeats, log)
+        cells = await measure_cells(runners, run.concurrencies, run.repeats, log)
         result: dict[str, Any] = {"start_s": start_s, "cells": [c.as_dict() for c in cells]}
         if answers:
             ids = {name: await c.answers(ANSWER_TOKENS) for name, c in clients.items()}

@@ -30,9 +30,9 @@ from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 
 
-def engine_config(cores: str, preload: Preload = Preload.NONE, dtype: str = "auto") -> EngineConfig:
-    """The engine settings of every system in the bench (the default dtype unless the dtype suite
-    says otherwise, 1 GiB KV, 32 sequences)."""
+def engine_config(cores: str, preload: Preload = Preload.AUTO, dtype: str = "auto") -> EngineConfig:
+    """The engine settings of every system in the bench (the default dtype and preload unless the
+    dtype or preload suite says otherwise, 1 GiB KV, 32 sequences)."""
     return EngineConfig(
         max_model_len=1024, kv_cache_gib=1.0, cpu_cores=cores, max_num_seqs=32, preload=preload, dtype=dtype
     )

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.clients import DirectClient, grpc_call
 from bench.doors import loop_runner, measure_cells
-from bench.load import Runner
+from bench.load import Runner, SuiteRun
 from bench.systems import engine_yaml, gateway
 from serving.config import load_config
 
@@ -33,15 +32,8 @@ def demo_variants(config: str = "configs/demo.yaml") -> tuple[dict[str, str], li
     return present, [v.name for v in served if v.name not in present], skipped
 
 
-async def _one(
-    name: str,
-    model: str,
-    workdir: Path,
-    concurrencies: Sequence[int],
-    repeats: int,
-    max_tokens: int,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
+async def _one(name: str, model: str, run: SuiteRun) -> dict[str, Any]:
+    workdir, max_tokens = run.workdir, run.max_tokens
     variant = {"name": name, "model": model, "role": "primary", "engine": engine_yaml("0-1")}
     async with contextlib.AsyncExitStack() as stack:
         gw = await stack.enter_async_context(gateway([variant], workdir, f"gateway-{name}"))
@@ -52,13 +44,15 @@ async def _one(
             "asyncllm-direct": direct.runner(max_tokens),
             "driftgate-grpc": loop_runner(grpc_call(gw.stub, max_tokens)),
         }
-        cells = await measure_cells(runners, concurrencies, repeats, lambda line: log(f"  [{name}]{line}"))
+        cells = await measure_cells(
+            runners, run.concurrencies, run.repeats, lambda line: run.log(f"  [{name}]{line}")
+        )
     return {"start_s": {"gateway": started[0], "asyncllm": started[1]}, "cells": [c.as_dict() for c in cells]}
 
 
-async def run_variants(
-    workdir: Path, concurrencies: Sequence[int], repeats: int, max_tokens: int, log: Callable[[str], None]
-) -> dict[str, Any]:
+async def run_variants(run: SuiteRun) -> dict[str, Any]:
+    """Each built demo variant (`run.model` is not used: every variant serves its own)."""
+    log = run.log
     out: dict[str, Any] = {}
     present, missing, unservable = demo_variants()
     if missing:
@@ -67,5 +61,5 @@ async def run_variants(
         log(f"  skipped on this CPU: {name}: {why}")
         out[name] = {"skipped": why}
     for name, model in present.items():
-        out[name] = await _one(name, model, workdir, concurrencies, repeats, max_tokens, log)
+        out[name] = await _one(name, model, run)
     return out

@@ -42,6 +42,7 @@ class Role(StrEnum):
 class Preload(StrEnum):
     """Libraries preloaded into a vLLM engine's processes (see `serving.engines.preload`)."""
 
+    AUTO = "auto"
     NONE = "none"
     TCMALLOC = "tcmalloc"
     TCMALLOC_IOMP = "tcmalloc+iomp"
@@ -86,7 +87,10 @@ class EngineConfig:
     aot_compile: bool = _f(
         True, "vLLM's AOT compile, cached per model: fast decode; false: faster cold starts"
     )
-    preload: Preload = _f(Preload.NONE, "LD_PRELOAD of the engine: none | tcmalloc | tcmalloc+iomp")
+    preload: Preload = _f(
+        Preload.AUTO,
+        "LD_PRELOAD of the engine: auto (tcmalloc+iomp, what is found) | none | tcmalloc | tcmalloc+iomp",
+    )
     nice: int = _f(
         0, "CPU niceness of the engine's processes, 0-19: >0 yields the cores it shares with the gateway"
     )

@@ -320,6 +320,22 @@ def test_engine_preload_values() -> None:
         preload_value(Preload.TCMALLOC_IOMP, "", tc, None)
 
 
+def test_engine_preload_auto_takes_what_is_found_and_never_refuses() -> None:
+    from serving.config import EngineConfig, Preload
+    from serving.engines.preload import preload_value, resolve
+
+    gomp = "/v/torch/lib/libgomp.so.1"
+    tc, iomp = "/usr/lib/libtcmalloc_minimal.so.4", "/v/lib/libiomp5.so"
+    assert EngineConfig().preload is Preload.AUTO
+    assert resolve(Preload.AUTO, tc, iomp) is Preload.TCMALLOC_IOMP
+    assert resolve(Preload.AUTO, tc, None) is Preload.TCMALLOC
+    assert resolve(Preload.AUTO, None, iomp) is Preload.NONE  # Intel OpenMP is only taken with tcmalloc
+    assert resolve(Preload.NONE, tc, iomp) is Preload.NONE  # an explicit choice stays
+    assert preload_value(Preload.AUTO, gomp, tc, iomp) == f"{tc}:{iomp}"
+    assert preload_value(Preload.AUTO, gomp, tc, None) == f"{tc}:{gomp}"
+    assert preload_value(Preload.AUTO, gomp, None, None) == gomp
+
+
 def test_added_latency_from_a_real_registry_between_two_scrapes() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 

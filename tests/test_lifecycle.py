@@ -74,8 +74,9 @@ async def _session_gone(sid: int, timeout: float = 15.0) -> list[str]:
     return _session(sid, live=True)
 
 
-PRELOAD = "tcmalloc+iomp" if find_tcmalloc() and find_iomp() else "none"
-"""The served engine runs with vLLM's recommended preloads where `make setup` could install them."""
+PRELOADED = bool(find_tcmalloc() and find_iomp())
+"""The served engine runs with the default `engine.preload` (auto): vLLM's recommended preloads
+wherever `make setup` could install them."""
 ENGINE_NICE = min(19, os.nice(0) + 5)
 """The served engine's `engine.nice`: its processes below the gateway's (above this test run's own)."""
 
@@ -108,7 +109,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]
         f"  drain_timeout_s: {DRAIN_TIMEOUT_S}\n"
         "variants:\n"
         f"  - name: dense\n    model: {model_dir()}\n"
-        f'    engine: {{cpu_cores: "0-1", max_model_len: 512, kv_cache_gib: 0.5, preload: {PRELOAD}, nice: {ENGINE_NICE}}}\n'
+        f'    engine: {{cpu_cores: "0-1", max_model_len: 512, kv_cache_gib: 0.5, nice: {ENGINE_NICE}}}\n'
     )
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
@@ -172,7 +173,7 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_0(
             await asyncio.sleep(0.5)
         processes = _session(proc.pid)
         assert any("EngineCore" in p for p in processes), processes  # the check below can fail
-        if PRELOAD != "none":  # loaded into the engine-core and worker processes, not the gateway
+        if PRELOADED:  # loaded into the engine-core and worker processes, not the gateway
             engines = [p.split()[0] for p in processes if "VLLM::" in p]
             assert engines and all(
                 _mapped(pid, "libtcmalloc") and _mapped(pid, "libiomp5") for pid in engines

