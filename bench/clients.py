@@ -132,6 +132,10 @@ class DirectClient:
         parsed: dict[str, Any] = json.loads(line)
         return parsed
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     async def ready(self) -> float:
         """Waits until the engine is built; returns its start seconds."""
         return float((await self._line(900.0))["ready_s"])

@@ -31,14 +31,24 @@ async def profile_gateway(
     return {"flame_graph": str(svg), "stacks": str(raw), "top": top}
 
 
-async def record(pid: int, out: Path, seconds: int, fmt: str, load: Callable[[], Awaitable[Any]]) -> bool:
-    """Samples `pid` for `seconds` while `load()` runs (repeated until the recording ends)."""
+async def record(
+    pid: int,
+    out: Path,
+    seconds: int,
+    fmt: str,
+    load: Callable[[], Awaitable[Any]],
+    native: bool = False,
+    rate: int = 200,
+) -> bool:
+    """Samples `pid` for `seconds` while `load()` runs (repeated until the recording ends); with
+    `native`, C/C++ frames too (which stops the process at each sample: keep `rate` low)."""
     tool = py_spy()
     if tool is None:
         return False
+    how = ["--native"] if native else ["--nonblocking"]
     spy = await asyncio.create_subprocess_exec(
-        tool, "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "-f", fmt, "-o", str(out),
-        "--nonblocking",
+        tool, "record", "-p", str(pid), "-d", str(seconds), "-r", str(rate), "-f", fmt, "-o", str(out),
+        *how,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip

@@ -1,7 +1,8 @@
 """`driftgate bench`: runs the chosen suites in one process run and writes `bench.json`,
 `bench.md` and PNG plots into the report directory.
 
-Suites: `roofline` (bandwidth, measured first on an idle box), `wire` (each door's delay from
+Suites: `roofline` (bandwidth, measured first on an idle box), `step` (where a single-stream
+decode step's time goes, two threads vs one), `wire` (each door's delay from
 an engine's output to the client against a bare server, on a tick engine), `doors` (gateway cost: AsyncLLM,
 vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on),
 `variants` (each demo variant in the gateway vs bare AsyncLLM), `preload` (tcmalloc and Intel
@@ -29,10 +30,12 @@ from bench import report
 from bench.load import SuiteRun
 from bench.nice import nice_lines
 from bench.restart import restart_lines
+from bench.step import step_lines
 from bench.wire_run import wire_lines
 
 SUITES = (
     "roofline",
+    "step",
     "wire",
     "doors",
     "mirror",
@@ -46,6 +49,7 @@ SUITES = (
 )
 SUITE_DOCS = {
     "roofline": "read bandwidth and the single-stream decode roofline",
+    "step": "AsyncLLM at c=1 on cores 0-1 vs core 1, and its worker's decode step by part (py-spy)",
     "wire": "each door's delay from engine output to client vs a bare server (tick engine, no vLLM)",
     "doors": "AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP",
     "mirror": "one twin shadow, sample rate 0 vs 1",
@@ -111,6 +115,9 @@ def markdown(result: dict[str, Any]) -> str:
         out += ["", f"**Suite {name} failed**: {error} (see logs/ in the report directory)"]
     if "roofline" in result:
         out += ["", "## Roofline", "", *report.roofline_lines(result["roofline"], result.get("doors"))]
+    if "step" in result:
+        out += ["", "## The single-stream decode step (AsyncLLM, c=1)", ""]
+        out += step_lines(result["step"], result.get("roofline"))
     if "wire" in result:
         out += ["", "## The doors on the wire (no vLLM)", "", *wire_lines(result["wire"])]
     if "doors" in result:
@@ -166,6 +173,7 @@ def _suite_runners(
     from bench.roofline import roofline
     from bench.settings import DTYPE, PRELOAD, run_settings
     from bench.startup import run_startup
+    from bench.step import run_step
     from bench.variants import run_variants
     from bench.wire_run import run_wire
 
@@ -183,6 +191,7 @@ def _suite_runners(
 
     return {
         "roofline": lambda: asyncio.to_thread(roofline, model),
+        "step": lambda: run_step(run),
         "wire": lambda: run_wire(logs, concurrencies, repeats, log),
         "doors": lambda: run_doors(run),
         "mirror": lambda: run_mirroring(mirror),

@@ -1,0 +1,178 @@
+"""Where a single-stream decode step's time goes (suite `step`): the roofline's gap, measured.
+
+Two `bench.direct` AsyncLLM engines with the default settings, one on cores 0-1 (two OpenMP
+threads, as every bench system) and one on core 1 alone, are measured interleaved at
+concurrency 1: time per output token (TPOT), `repeats` times. If the step were bound by reading
+the weights, two threads (twice the read bandwidth, see the roofline) would make it about twice as
+fast. Then py-spy samples each engine's worker process (the model runner, with native frames) while
+it decodes, and `step_parts` sorts the samples by what the step was doing: the matmuls (vLLM's
+oneDNN kernels, which read the weights), attention, the KV-cache write, inductor's fused element-wise
+kernels, the LM head, the rest of the model runner, and waiting for the scheduler's next step.
+Ops of the compiled model are told apart by the line of inductor's generated code each sample is
+on (`Runner.call`), read from the compile cache the engines ran from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.clients import DirectClient
+from bench.load import SuiteRun
+from bench.profile import record
+
+CORES = ("0-1", "1")
+GRAPH_LINE = re.compile(r"Runner\.call \(([\w.]+\.py):(\d+)\)")
+OPS = (
+    ("_C.onednn_mm", "matmul (weights)"),
+    ("unified_attention", "attention"),
+    ("unified_kv_cache_update", "KV-cache write"),
+    ("cpp_fused_", "fused element-wise (inductor)"),
+)
+PARTS = (
+    *(part for _, part in OPS),
+    "compiled model, other",
+    "LM head (compute_logits)",
+    "model runner, other",
+    "waiting for the next step",
+    "other",
+)
+
+
+def step_part(stack: Sequence[str], sources: Mapping[str, Sequence[str]]) -> str:
+    """What one sampled stack (outermost frame first) was doing, one of PARTS (pure)."""
+    for frame in reversed(stack):
+        found = GRAPH_LINE.search(frame)
+        if found:
+            lines = sources.get(found.group(1), ())
+            number = int(found.group(2))
+            text = lines[number - 1] if 0 < number <= len(lines) else ""
+            return next((part for key, part in OPS if key in text), "compiled model, other")
+    joined = ";".join(stack)
+    if "compute_logits" in joined:
+        return "LM head (compute_logits)"
+    if "CompiledFxGraph" in joined or "LlamaModel.forward" in joined:
+        return "compiled model, other"
+    if "execute_model" in joined or "sample_tokens" in joined:
+        return "model runner, other"
+    if "acquire_read" in joined or "dequeue" in joined:
+        return "waiting for the next step"
+    return "other"
+
+
+def step_parts(raw: str, sources: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Share of the samples in each of PARTS, from py-spy's raw stacks ("f;g;h count" lines; pure)."""
+    counts = dict.fromkeys(PARTS, 0)
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            counts[step_part(stack.split(";"), sources)] += int(count)
+    total = sum(counts.values())
+    return {part: n / total for part, n in counts.items()} if total else {}
+
+
+def generated_sources(raw: str, roots: Sequence[Path]) -> dict[str, list[str]]:
+    """The lines of each generated file the stacks name, found by name under `roots`."""
+    names = {m.group(1) for m in GRAPH_LINE.finditer(raw)}
+    out: dict[str, list[str]] = {}
+    for root in roots:
+        for name in names - out.keys():
+            path = next(root.rglob(name), None) if root.is_dir() else None
+            if path is not None:
+                out[name] = path.read_text().splitlines()
+    return out
+
+
+def worker_pid(parent: int) -> int | None:
+    """vLLM's worker process (the model runner) among `parent`'s descendants."""
+    children = psutil.Process(parent).children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if "Worker" in child.name() or any("Worker" in part for part in child.cmdline()):
+                return child.pid
+    return None
+
+
+def tpot_ms(samples: Sequence[Any]) -> float:
+    """Median time per output token after the first, in ms."""
+    per = [(s.latency_s - s.ttft_s) / (s.tokens - 1) for s in samples if s.ok and s.tokens > 1]
+    return 1e3 * statistics.median(per) if per else float("nan")
+
+
+async def _profile(client: DirectClient, out: Path, max_tokens: int) -> dict[str, Any]:
+    pid = worker_pid(client.pid)
+    if pid is None:
+        return {"error": "no vLLM worker process found"}
+    raw_path = out.with_suffix(".txt")
+    ok = await record(pid, raw_path, 15, "raw", lambda: client.run(1, 2, max_tokens), native=True, rate=100)
+    if not ok or not raw_path.exists():
+        return {"error": "py-spy is not available or could not attach"}
+    raw = await asyncio.to_thread(raw_path.read_text)
+    from serving.engines.vllm_engine import compile_cache_env
+
+    roots = [Path(v) for k, v in compile_cache_env().items() if k.endswith(("CACHE_ROOT", "CACHE_DIR"))]
+    sources = await asyncio.to_thread(generated_sources, raw, roots)
+    samples = sum(int(line.rpartition(" ")[2]) for line in raw.splitlines() if line.strip())
+    return {"stacks": str(raw_path), "samples": samples, "parts": step_parts(raw, sources)}
+
+
+async def run_step(run: SuiteRun) -> dict[str, Any]:
+    """Both engines started, TPOT at c=1 interleaved, then a profile of each worker."""
+    tpot: dict[str, list[float]] = {cores: [] for cores in CORES}
+    async with contextlib.AsyncExitStack() as stack:
+        clients: dict[str, DirectClient] = {}
+        for cores in CORES:
+            client = await DirectClient.start(run.model, cores, run.workdir / f"step-{cores}.log")
+            stack.push_async_callback(client.stop)
+            run.log(f"  engine on cores {cores}: ready in {await client.ready():.0f} s")
+            await client.run(1, 2, run.max_tokens)  # warm-up
+            clients[cores] = client
+        for rep in range(run.repeats):
+            for cores in CORES if rep % 2 == 0 else CORES[::-1]:
+                samples, _ = await clients[cores].run(1, 4, run.max_tokens)
+                tpot[cores].append(tpot_ms(samples))
+                run.log(f"  r{rep} cores {cores:<4} TPOT {tpot[cores][-1]:.1f} ms")
+        profiles = {
+            cores: await _profile(client, run.workdir / f"step-worker-{cores}", run.max_tokens)
+            for cores, client in clients.items()
+        }
+    return {"tpot_ms": tpot, "profiles": profiles}
+
+
+def step_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]:
+    """TPOT on two threads vs one, and each engine's step split into parts (ms per token)."""
+    med = {c: statistics.median(v) for c, v in result["tpot_ms"].items() if v}
+    lines = [
+        "| cores | TPOT ms, median [min–max] | decode tok/s |" + (" of the roofline |" if roof else ""),
+        "| --- | --- | --- |" + (" --- |" if roof else ""),
+    ]
+    for cores, values in result["tpot_ms"].items():
+        rate = 1e3 / med[cores]
+        share = f" {rate / roof['roofline_tok_s']:.2f} |" if roof else ""
+        lines.append(
+            f"| {cores} | {med[cores]:.1f} [{min(values):.1f}–{max(values):.1f}] | {rate:.1f} |{share}"
+        )
+    profiles = result.get("profiles", {})
+    shown = [c for c in profiles if "parts" in profiles[c]]
+    if shown:
+        lines += [
+            "",
+            "| part of the step | " + " | ".join(f"cores {c}: share, ms/token" for c in shown) + " |",
+        ]
+        lines.append("| --- |" + " --- |" * len(shown))
+        for part in PARTS:
+            cells = [
+                f"{profiles[c]['parts'][part]:.1%}, {profiles[c]['parts'][part] * med[c]:.1f}" for c in shown
+            ]
+            lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    for cores, p in profiles.items():
+        if "error" in p:
+            lines.append(f"\nProfile of the engine on cores {cores}: {p['error']}")
+    return lines
