@@ -16,6 +16,12 @@ gateway also has a remote variant on that `vllm serve`, so:
 
 Each repeat runs every concurrency and, within it, every system back to back, in an order that
 rotates between repeats, so slow drift of the shared machine spreads over all systems.
+
+Every engine has the same libraries preloaded (`engine.preload: auto`, tcmalloc and Intel OpenMP
+where found): the gateway's and AsyncLLM's by default, `vllm serve`'s as vLLM's own x86 CPU image
+runs it (its Dockerfile sets `LD_PRELOAD` to the same two), so the suite measures the gateway and
+not the allocator. Earlier runs' `vllm serve` ran bare (vLLM's pip defaults), and so did every
+engine before `auto` became the default (commit 4d61c78).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from bench.clients import DirectClient, grpc_call, openai_call
 from bench.load import Call, Cell, Runner, Sample, SuiteRun, closed_loop, summarize
 from bench.profile import profile_gateway
 from bench.systems import Gateway, engine_config, engine_yaml, gateway
+from serving.config import Preload
 from serving.engines.cpu import cpu_flags, resolve_dtype
 from serving.engines.vllm_server import free_port, running_server, server_command, server_env, wait_healthy
 
@@ -126,7 +133,9 @@ async def run_doors(run: SuiteRun) -> dict[str, Any]:
     command = server_command(model, "dense", port, dtype=dtype, max_model_len=1024, kv_cache_gib=1.0)
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(
-            running_server(command, server_env("0-1"), workdir / "vllm-serve.log", port, wait=False)
+            running_server(
+                command, server_env("0-1", preload=Preload.AUTO), workdir / "vllm-serve.log", port, wait=False
+            )
         )
         gw: Gateway = await stack.enter_async_context(
             gateway(_gateway_variants(model, server.url), workdir, "gateway-doors")
