@@ -109,6 +109,8 @@ async def _serve(model: str, cores: str, preload: str, dtype: str) -> None:
 
 
 if __name__ == "__main__":
-    given = sys.argv[1:5]
+    given = sys.argv[1:]
+    if not 2 <= len(given) <= 4:
+        sys.exit("usage: python -m bench.direct MODEL CORES [PRELOAD [DTYPE]]")
     model, cores, preload, dtype = given + ["auto", "auto"][len(given) - 2 :]
     asyncio.run(_serve(model, cores, preload, dtype))

@@ -38,7 +38,6 @@ from bench.clients import DirectClient, grpc_call, openai_call
 from bench.load import Call, Cell, Runner, Sample, SuiteRun, closed_loop, summarize
 from bench.profile import profile_gateway
 from bench.systems import Gateway, engine_config, engine_yaml, gateway
-from serving.config import Preload
 from serving.engines.cpu import cpu_flags, resolve_dtype
 from serving.engines.vllm_server import free_port, running_server, server_command, server_env, wait_healthy
 
@@ -134,7 +133,11 @@ async def run_doors(run: SuiteRun) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(
             running_server(
-                command, server_env("0-1", preload=Preload.AUTO), workdir / "vllm-serve.log", port, wait=False
+                command,
+                server_env("0-1", preload=engine_config("0-1").preload),
+                workdir / "vllm-serve.log",
+                port,
+                wait=False,
             )
         )
         gw: Gateway = await stack.enter_async_context(

@@ -50,11 +50,13 @@ async def time_to_healthy(model: str, system: str, log_path: Path) -> tuple[floa
 
 
 def _environments() -> dict[str, Callable[[VariantConfig], dict[str, str]]]:
-    """Each system's server environment: vLLM's defaults (`server_env`: cores only) or
-    `driftgate variant serve`'s (`variant_env`: compile cache and the AOT-load plugin)."""
+    """Each system's server environment: vLLM's defaults (`server_env`: cores and the same preloads,
+    as vLLM's CPU image sets them) or `driftgate variant serve`'s (`variant_env`: also the compile
+    cache and the AOT-load plugin). Runs before engine.preload auto (4d61c78) started the bare one
+    without preloads."""
     from serving.engines.vllm_server import server_env, variant_env
 
-    return {BARE: lambda v: server_env(v.engine.cpu_cores), DRIFTGATE: variant_env}
+    return {BARE: lambda v: server_env(v.engine.cpu_cores, preload=v.engine.preload), DRIFTGATE: variant_env}
 
 
 async def run_restart(model: str, workdir: Path, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:

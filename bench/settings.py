@@ -28,9 +28,9 @@ from serving.drift import first_divergence, token_agreement
 
 @dataclass(frozen=True)
 class Setting:
-    """One engine of a settings suite: what it changes from vLLM's defaults here."""
+    """One engine of a settings suite: what it changes from the engine defaults (`EngineConfig`)."""
 
-    preload: Preload = Preload.NONE
+    preload: Preload = Preload.AUTO
     dtype: str = "auto"
 
 

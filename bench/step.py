@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import statistics
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import psutil
 
 from bench.clients import DirectClient
+from bench.doors import SETTLE_S
 from bench.load import SuiteRun
 from bench.profile import record
 
@@ -67,13 +69,21 @@ def step_part(stack: Sequence[str], sources: Mapping[str, Sequence[str]]) -> str
     return "other"
 
 
-def step_parts(raw: str, sources: Mapping[str, Sequence[str]]) -> dict[str, float]:
-    """Share of the samples in each of PARTS, from py-spy's raw stacks ("f;g;h count" lines; pure)."""
-    counts = dict.fromkeys(PARTS, 0)
+def stacks(raw: str) -> list[tuple[list[str], int]]:
+    """(frames, samples) of each line of py-spy's raw output ("f;g;h count"); other lines skipped (pure)."""
+    out = []
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
-            counts[step_part(stack.split(";"), sources)] += int(count)
+            out.append((stack.split(";"), int(count)))
+    return out
+
+
+def step_parts(raw: str, sources: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Share of the samples in each of PARTS, from py-spy's raw stacks (pure; empty without samples)."""
+    counts = dict.fromkeys(PARTS, 0)
+    for frames, n in stacks(raw):
+        counts[step_part(frames, sources)] += n
     total = sum(counts.values())
     return {part: n / total for part, n in counts.items()} if total else {}
 
@@ -92,7 +102,10 @@ def generated_sources(raw: str, roots: Sequence[Path]) -> dict[str, list[str]]:
 
 def worker_pid(parent: int) -> int | None:
     """vLLM's worker process (the model runner) among `parent`'s descendants."""
-    children = psutil.Process(parent).children(recursive=True)
+    try:
+        children = psutil.Process(parent).children(recursive=True)
+    except psutil.Error:
+        return None
     for child in children:
         with contextlib.suppress(psutil.Error):
             if "Worker" in child.name() or any("Worker" in part for part in child.cmdline()):
@@ -119,8 +132,10 @@ async def _profile(client: DirectClient, out: Path, max_tokens: int) -> dict[str
 
     roots = [Path(v) for k, v in compile_cache_env().items() if k.endswith(("CACHE_ROOT", "CACHE_DIR"))]
     sources = await asyncio.to_thread(generated_sources, raw, roots)
-    samples = sum(int(line.rpartition(" ")[2]) for line in raw.splitlines() if line.strip())
-    return {"stacks": str(raw_path), "samples": samples, "parts": step_parts(raw, sources)}
+    parts = step_parts(raw, sources)
+    if not parts:
+        return {"error": "py-spy recorded no samples of the worker"}
+    return {"stacks": str(raw_path), "samples": sum(n for _, n in stacks(raw)), "parts": parts}
 
 
 async def run_step(run: SuiteRun) -> dict[str, Any]:
@@ -136,31 +151,34 @@ async def run_step(run: SuiteRun) -> dict[str, Any]:
             clients[cores] = client
         for rep in range(run.repeats):
             for cores in CORES if rep % 2 == 0 else CORES[::-1]:
+                await asyncio.sleep(SETTLE_S)  # the other engine's worker stops polling its core
                 samples, _ = await clients[cores].run(1, 4, run.max_tokens)
                 tpot[cores].append(tpot_ms(samples))
                 run.log(f"  r{rep} cores {cores:<4} TPOT {tpot[cores][-1]:.1f} ms")
-        profiles = {
-            cores: await _profile(client, run.workdir / f"step-worker-{cores}", run.max_tokens)
-            for cores, client in clients.items()
-        }
+        profiles: dict[str, dict[str, Any]] = {}
+        for cores, client in clients.items():
+            await asyncio.sleep(SETTLE_S)
+            profiles[cores] = await _profile(client, run.workdir / f"step-worker-{cores}", run.max_tokens)
     return {"tpot_ms": tpot, "profiles": profiles}
 
 
 def step_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]:
     """TPOT on two threads vs one, and each engine's step split into parts (ms per token)."""
-    med = {c: statistics.median(v) for c, v in result["tpot_ms"].items() if v}
+    timed = {c: [v for v in vs if not math.isnan(v)] for c, vs in result["tpot_ms"].items()}
+    timed = {c: vs for c, vs in timed.items() if vs}
+    med = {c: statistics.median(vs) for c, vs in timed.items()}
     lines = [
         "| cores | TPOT ms, median [min–max] | decode tok/s |" + (" of the roofline |" if roof else ""),
         "| --- | --- | --- |" + (" --- |" if roof else ""),
     ]
-    for cores, values in result["tpot_ms"].items():
+    for cores, values in timed.items():
         rate = 1e3 / med[cores]
         share = f" {rate / roof['roofline_tok_s']:.2f} |" if roof else ""
         lines.append(
             f"| {cores} | {med[cores]:.1f} [{min(values):.1f}–{max(values):.1f}] | {rate:.1f} |{share}"
         )
     profiles = result.get("profiles", {})
-    shown = [c for c in profiles if "parts" in profiles[c]]
+    shown = [c for c in profiles if profiles[c].get("parts") and c in med]
     if shown:
         lines += [
             "",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.load import Sample
-from bench.step import PARTS, generated_sources, step_lines, step_part, step_parts, tpot_ms
+from bench.step import PARTS, generated_sources, stacks, step_lines, step_part, step_parts, tpot_ms
 
 RUNNER = "WorkerProc.worker_busy_loop (vllm/v1/executor/multiproc_executor.py:1041)"
 MODEL = f"{RUNNER};GPUModelRunner.execute_model (vllm/v1/worker/gpu_model_runner.py:4207)"
@@ -81,6 +81,21 @@ def test_tpot_is_the_median_time_per_token_after_the_first() -> None:
     samples = [Sample(1.1, 0.1, 101), Sample(2.1, 0.1, 101), Sample(3.1, 0.1, 101), Sample(9.0, 0.1, 1)]
     assert tpot_ms(samples) == pytest.approx(20.0)  # (2.1 - 0.1) / 100 s; one-token answers skipped
     assert math.isnan(tpot_ms([Sample(1.0, 0.1, 50, ok=False)]))  # no successful answer
+
+
+def test_the_report_survives_failed_requests_and_empty_profiles() -> None:
+    result = {
+        "tpot_ms": {"0-1": [20.0, math.nan, 22.0], "1": [math.nan]},
+        "profiles": {"0-1": {"parts": {}, "samples": 0}, "1": {"parts": step_parts(RAW, {})}},
+    }
+    text = "\n".join(step_lines(result, None))
+    assert "| 0-1 | 21.0 [20.0–22.0] | 47.6 |" in text  # the NaN left out of median, min and max
+    assert "| 1 |" not in text  # no successful request: no row
+    assert "part of the step" not in text  # neither profile can be shown
+
+
+def test_raw_lines_that_are_not_stacks_are_skipped() -> None:
+    assert stacks("a;b 3\nnot a stack line\n\nc 2") == [(["a", "b"], 3), (["c"], 2)]
 
 
 def test_the_report_gives_ms_per_token_for_each_part() -> None:

@@ -516,6 +516,23 @@ def test_variant_env_compiles_into_driftgates_cache() -> None:
     assert env["VLLM_CACHE_ROOT"] == compile_cache_env()["VLLM_CACHE_ROOT"]
 
 
+def test_variant_env_preloads_what_this_machine_has_by_default() -> None:
+    """`engine.preload` auto: the server gets tcmalloc and Intel OpenMP where both are installed, and
+    no OpenMP runtime besides the chosen one; a bare server (`server_env`) gets nothing."""
+    from serving.engines.preload import find_iomp, find_tcmalloc
+
+    base = {"PATH": "/bin", "LD_PRELOAD": "/x/torch/lib/libgomp.so.1"}
+    env = variant_env(server_variant(), base=base)
+    tcmalloc, iomp = find_tcmalloc(), find_iomp()
+    if tcmalloc and iomp:
+        assert env["LD_PRELOAD"] == f"{tcmalloc}:{iomp}"  # libgomp dropped: vLLM refuses two runtimes
+    elif tcmalloc:
+        assert env["LD_PRELOAD"] == f"{tcmalloc}:/x/torch/lib/libgomp.so.1"
+    else:
+        assert env["LD_PRELOAD"] == "/x/torch/lib/libgomp.so.1"
+    assert server_env(SERVER_CORES, base)["LD_PRELOAD"] == "/x/torch/lib/libgomp.so.1"
+
+
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = """
 import asyncio, sys
