@@ -128,13 +128,14 @@ async def run_doors(run: SuiteRun) -> dict[str, Any]:
     """Starts the three engines (concurrently), measures the grid, stops everything."""
     model, workdir, max_tokens, log = run.model, run.workdir, run.max_tokens, run.log
     port = free_port()
-    dtype = resolve_dtype(engine_config("0-1").dtype, model, cpu_flags())  # as the other systems' engines
+    engine = engine_config("0-1")  # the other systems' engine settings, which vllm serve follows
+    dtype = resolve_dtype(engine.dtype, model, cpu_flags())
     command = server_command(model, "dense", port, dtype=dtype, max_model_len=1024, kv_cache_gib=1.0)
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(
             running_server(
                 command,
-                server_env("0-1", preload=engine_config("0-1").preload),
+                server_env("0-1", preload=engine.preload),
                 workdir / "vllm-serve.log",
                 port,
                 wait=False,

@@ -108,11 +108,16 @@ class Cell:
         return asdict(self)
 
 
+def per_token_s(samples: Sequence[Sample]) -> list[float]:
+    """Each successful answer's time per output token after the first (TPOT), in seconds."""
+    return [(s.latency_s - s.ttft_s) / (s.tokens - 1) for s in samples if s.ok and s.tokens > 1]
+
+
 def summarize(system: str, concurrency: int, repeat: int, samples: Sequence[Sample], seconds: float) -> Cell:
     ok = [s for s in samples if s.ok]
     lat = [s.latency_s for s in ok]
     ttft = [s.ttft_s for s in ok]
-    tpot = [(s.latency_s - s.ttft_s) / (s.tokens - 1) for s in ok if s.tokens > 1]
+    tpot = per_token_s(ok)
     tokens = sum(s.tokens for s in ok)
     return Cell(
         system=system,

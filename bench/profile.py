@@ -58,6 +58,17 @@ async def record(
     return await waiter == 0
 
 
+def stacks(raw: str) -> list[tuple[list[str], int]]:
+    """(frames, samples) of each line of py-spy's collapsed/raw output ("f;g;h count", outermost
+    frame first); other lines skipped (pure)."""
+    out = []
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            out.append((stack.split(";"), int(count)))
+    return out
+
+
 def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float, float]]:
     """(function, self share, inclusive share) of the `n` heaviest functions by self time, from
     py-spy's collapsed stacks ("frame;frame;frame count" per line). Idle samples (the event loop
@@ -65,13 +76,9 @@ def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float, float]]:
     self_time: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     total = 0
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        k = int(count)
+    for stack, k in stacks(collapsed):
         total += k
-        frames = [f.split(" (")[0] for f in stack.split(";")]
+        frames = [f.split(" (")[0] for f in stack]
         self_time[frames[-1]] = self_time.get(frames[-1], 0) + k
         for f in set(frames):
             inclusive[f] = inclusive.get(f, 0) + k

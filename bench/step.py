@@ -27,8 +27,8 @@ import psutil
 
 from bench.clients import DirectClient
 from bench.doors import SETTLE_S
-from bench.load import SuiteRun
-from bench.profile import record
+from bench.load import Sample, SuiteRun, per_token_s
+from bench.profile import record, stacks
 
 CORES = ("0-1", "1")
 GRAPH_LINE = re.compile(r"Runner\.call \(([\w.]+\.py):(\d+)\)")
@@ -69,16 +69,6 @@ def step_part(stack: Sequence[str], sources: Mapping[str, Sequence[str]]) -> str
     return "other"
 
 
-def stacks(raw: str) -> list[tuple[list[str], int]]:
-    """(frames, samples) of each line of py-spy's raw output ("f;g;h count"); other lines skipped (pure)."""
-    out = []
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            out.append((stack.split(";"), int(count)))
-    return out
-
-
 def step_parts(raw: str, sources: Mapping[str, Sequence[str]]) -> dict[str, float]:
     """Share of the samples in each of PARTS, from py-spy's raw stacks (pure; empty without samples)."""
     counts = dict.fromkeys(PARTS, 0)
@@ -113,9 +103,9 @@ def worker_pid(parent: int) -> int | None:
     return None
 
 
-def tpot_ms(samples: Sequence[Any]) -> float:
-    """Median time per output token after the first, in ms."""
-    per = [(s.latency_s - s.ttft_s) / (s.tokens - 1) for s in samples if s.ok and s.tokens > 1]
+def tpot_ms(samples: Sequence[Sample]) -> float:
+    """Median time per output token after the first (`per_token_s`), in ms; NaN without one."""
+    per = per_token_s(samples)
     return 1e3 * statistics.median(per) if per else float("nan")
 
 

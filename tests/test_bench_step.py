@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.load import Sample
-from bench.step import PARTS, generated_sources, stacks, step_lines, step_part, step_parts, tpot_ms
+from bench.profile import stacks
+from bench.step import PARTS, generated_sources, step_lines, step_part, step_parts, tpot_ms
 
 RUNNER = "WorkerProc.worker_busy_loop (vllm/v1/executor/multiproc_executor.py:1041)"
 MODEL = f"{RUNNER};GPUModelRunner.execute_model (vllm/v1/worker/gpu_model_runner.py:4207)"
