@@ -106,12 +106,12 @@ class DirectClient:
         self._process = process
 
     @classmethod
-    async def start(
-        cls, model: str, cores: str, log_path: Path, preload: str = "auto", dtype: str = "auto"
-    ) -> DirectClient:
+    async def start(cls, model: str, cores: str, log_path: Path, **settings: str) -> DirectClient:
+        """`settings`: engine settings other than the defaults (`bench.direct.SETTINGS`)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            command = [sys.executable, "-m", "bench.direct", model, cores, preload, dtype]
+            chosen = [f"{k}={v}" for k, v in settings.items()]
+            command = [sys.executable, "-m", "bench.direct", model, cores, *chosen]
             process = await asyncio.create_subprocess_exec(
                 *with_parent_death_signal(command),
                 stdin=asyncio.subprocess.PIPE,

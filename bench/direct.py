@@ -1,7 +1,8 @@
 """The no-gateway baseline: vLLM's `AsyncLLM` driven by a closed loop in its own process.
 
-`python -m bench.direct MODEL CORES [PRELOAD [DTYPE]]` builds the engine with the same settings as the
-gateway's in-process engine (`bench.systems.engine_config`), freezes its start-up heap as `vllm serve`
+`python -m bench.direct MODEL CORES [SETTING=VALUE ...]` builds the engine with the same settings as the
+gateway's in-process engine (`bench.systems.engine_config`, where SETTING is one of its `preload`,
+`dtype`, `fused_kernels` and `executor`), freezes its start-up heap as `vllm serve`
 and `driftgate serve` do (`serving.gcwatch`), prints `{"ready_s": …}`, then answers each JSON
 line on stdin with one JSON line: `{"concurrency", "total", "max_tokens"}` with the samples of a
 closed-loop run, `{"answers": true, "max_tokens"}` with the greedy answers' token ids to
@@ -22,6 +23,9 @@ from typing import Any, TextIO
 
 from bench.clients import samples_json
 from bench.load import PROMPTS, Call, Sample, closed_loop
+
+SETTINGS = ("preload", "dtype", "fused_kernels", "executor")
+"""The engine settings `bench.direct` takes (keyword arguments of `bench.systems.engine_config`)."""
 
 
 def _direct_call(llm: Any, max_tokens: int) -> Call:
@@ -86,14 +90,23 @@ def _answers() -> TextIO:
     return out
 
 
-async def _serve(model: str, cores: str, preload: str, dtype: str) -> None:
+def parse_settings(given: Sequence[str]) -> dict[str, str]:
+    """`SETTING=VALUE` arguments as keyword arguments of `bench.systems.engine_config` (pure)."""
+    settings = dict(arg.partition("=")[::2] for arg in given)
+    unknown = sorted(k for k in settings if k not in SETTINGS) + [a for a in given if "=" not in a]
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}: one of {', '.join(SETTINGS)}, as SETTING=VALUE")
+    return settings
+
+
+async def _serve(model: str, cores: str, settings: dict[str, str]) -> None:
     from bench.systems import engine_config
-    from serving.config import Preload, VariantConfig
+    from serving.config import VariantConfig
     from serving.engines.vllm_engine import build_async_llm
     from serving.gcwatch import freeze_heap
 
     answers = _answers()
-    variant = VariantConfig(name="direct", model=model, engine=engine_config(cores, Preload(preload), dtype))
+    variant = VariantConfig(name="direct", model=model, engine=engine_config(cores, **settings))
     t0 = time.perf_counter()
     llm = build_async_llm(variant)  # sets the engine's environment (cores, offline, compile cache)
     freeze_heap()  # as `driftgate serve` (server.gc_freeze) and `vllm serve` do once they are up
@@ -110,7 +123,10 @@ async def _serve(model: str, cores: str, preload: str, dtype: str) -> None:
 
 if __name__ == "__main__":
     given = sys.argv[1:]
-    if not 2 <= len(given) <= 4:
-        sys.exit("usage: python -m bench.direct MODEL CORES [PRELOAD [DTYPE]]")
-    model, cores, preload, dtype = given + ["auto", "auto"][len(given) - 2 :]
-    asyncio.run(_serve(model, cores, preload, dtype))
+    try:
+        if len(given) < 2:
+            raise ValueError("MODEL and CORES are required")
+        chosen = parse_settings(given[2:])
+    except ValueError as e:
+        sys.exit(f"usage: python -m bench.direct MODEL CORES [SETTING=VALUE ...]: {e}")
+    asyncio.run(_serve(given[0], given[1], chosen))

@@ -218,13 +218,30 @@ def dtype_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str
         for system in result["start_s"]:
             roofs[system] = bytes_per_s / weight_bytes(floats, fixed, system.removeprefix("dtype-"))
     baseline = result.get("answers_baseline", "dtype-bfloat16")
-    lines = _settings_lines(result, baseline, roofs)
+    return _settings_lines(result, baseline, roofs) + answers_lines(result, baseline)
+
+
+def answered_settings_lines(result: dict[str, Any], roof: dict[str, Any] | None, baseline: str) -> list[str]:
+    """A settings suite with greedy answers against `baseline` (kernels, executor): speed, answers."""
+    baseline = result.get("answers_baseline", baseline)
+    roofs = {s: roof["roofline_tok_s"] for s in result["start_s"]} if roof else {}
+    return _settings_lines(result, baseline, roofs) + answers_lines(result, baseline)
+
+
+def answers_lines(result: dict[str, Any], baseline: str) -> list[str]:
+    """How each system's greedy answers compare with the baseline's (`bench.settings.answer_agreement`)."""
+    lines = []
     for system, a in result.get("answers", {}).items():
         agree = a["token_agreement"]
-        lines.append(
+        head = (
             f"- {system} vs {baseline}: greedy answers to the {a['prompts']} bench prompts "
-            f"(up to {ANSWER_TOKENS} tokens): {a['identical']} identical, token agreement mean "
-            f"{sum(agree) / len(agree):.3f}, "
+            f"(up to {ANSWER_TOKENS} tokens): {a['identical']} identical"
+        )
+        if a["identical"] == a["prompts"]:
+            lines.append(head)
+            continue
+        lines.append(
+            f"{head}, token agreement mean {sum(agree) / len(agree):.3f}, "
             + (
                 f"the others first differ at token {a['divergent_at']}"
                 if "divergent_at" in a

@@ -42,6 +42,8 @@ SUITES = (
     "variants",
     "preload",
     "dtype",
+    "kernels",
+    "executor",
     "nice",
     "startup",
     "restart",
@@ -49,13 +51,15 @@ SUITES = (
 )
 SUITE_DOCS = {
     "roofline": "read bandwidth and the single-stream decode roofline",
-    "step": "AsyncLLM at c=1 on cores 0-1 vs core 1, and its worker's decode step by part (py-spy)",
+    "step": "AsyncLLM at c=1 on cores 0-1, on core 1 and with serial fused kernels; its decode step by part (py-spy)",
     "wire": "each door's delay from engine output to client vs a bare server (tick engine, no vLLM)",
     "doors": "AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP",
     "mirror": "one twin shadow, sample rate 0 vs 1",
     "variants": "every demo variant in the gateway vs bare AsyncLLM",
     "preload": "AsyncLLM with tcmalloc / Intel OpenMP preloaded vs vLLM's default",
     "dtype": "AsyncLLM serving the model in bfloat16 vs float32, speed and greedy answers",
+    "kernels": "AsyncLLM with inductor's fused kernels parallel (vLLM's) vs serial, speed and greedy answers",
+    "executor": "AsyncLLM with its model in a worker process (vLLM's mp) vs in the engine core (uni)",
     "nice": "the in-process gateway, its engine at engine.nice 0, 5 and 10, both doors",
     "startup": "configs/demo.yaml cold, warm and warm with enforce_eager, to all engines SERVING",
     "restart": "one variant's vLLM server to healthy: bare vllm serve vs driftgate variant serve",
@@ -143,6 +147,12 @@ def markdown(result: dict[str, Any]) -> str:
         model = result["settings"].get("model", "dense")
         out += ["", f"## Engine dtype (AsyncLLM, {model}, cores 0-1)", ""]
         out += report.dtype_lines(result["dtype"], result.get("roofline"))
+    if "kernels" in result:
+        out += ["", "## Fused kernels (AsyncLLM, cores 0-1)", ""]
+        out += report.answered_settings_lines(result["kernels"], result.get("roofline"), "kernels-parallel")
+    if "executor" in result:
+        out += ["", "## Executor (AsyncLLM, cores 0-1)", ""]
+        out += report.answered_settings_lines(result["executor"], result.get("roofline"), "executor-mp")
     if "nice" in result:
         out += ["", "## Engine priority (in-process gateway, cores 0-1)", "", *nice_lines(result["nice"])]
     if "startup" in result:
@@ -171,7 +181,7 @@ def _suite_runners(
     from bench.nice import run_nice
     from bench.restart import run_restart
     from bench.roofline import roofline
-    from bench.settings import DTYPE, PRELOAD, run_settings
+    from bench.settings import DTYPE, EXECUTOR, KERNELS, PRELOAD, run_settings
     from bench.startup import run_startup
     from bench.step import run_step
     from bench.variants import run_variants
@@ -198,6 +208,8 @@ def _suite_runners(
         "variants": lambda: run_variants(per_variant),
         "preload": lambda: run_settings(per_variant, PRELOAD),
         "dtype": lambda: run_settings(per_variant, DTYPE, answers=True),
+        "kernels": lambda: run_settings(per_variant, KERNELS, answers=True),
+        "executor": lambda: run_settings(per_variant, EXECUTOR, answers=True),
         "nice": lambda: run_nice(run),
         "startup": lambda: run_startup(logs, log),
         "restart": lambda: run_restart(model, logs, repeats, log),

@@ -7,6 +7,11 @@
   vLLM runs bf16 matmuls through torch's fallback (`serving.engines.cpu`); float32 reads twice the
   bytes per token but may compute faster. The suite also compares the two engines' greedy answers
   to the bench prompts (`serving.drift`): a dtype change is only worth its speed if answers hold.
+- `kernels`: inductor's fused element-wise kernels parallel (vLLM's: an OpenMP region each, even for
+  one token) vs serial (`engine.fused_kernels`, `serving.engines.vllm_plugin`), speed and greedy
+  answers (a serial reduction may round differently).
+- `executor`: vLLM's CPU default (`mp`: the model in a worker process fed over shared memory) vs
+  `uni` (the model in the engine-core process; `engine.executor`), speed and greedy answers.
 
 The engines of a suite are all bound to cores 0-1, started one after another (so their start times
 compare) and measured interleaved, like the doors (`bench.doors.measure_cells`).
@@ -22,7 +27,7 @@ from typing import Any
 from bench.clients import DirectClient
 from bench.doors import measure_cells
 from bench.load import ANSWER_TOKENS, Runner, SuiteRun
-from serving.config import Preload
+from serving.config import Executor, FusedKernels, Preload
 from serving.drift import first_divergence, token_agreement
 
 
@@ -32,11 +37,24 @@ class Setting:
 
     preload: Preload = Preload.AUTO
     dtype: str = "auto"
+    fused_kernels: FusedKernels = FusedKernels.PARALLEL
+    executor: Executor = Executor.UNI
+
+    def engine(self) -> dict[str, str]:
+        """The settings as `DirectClient.start` takes them."""
+        return {
+            "preload": self.preload.value,
+            "dtype": self.dtype,
+            "fused_kernels": self.fused_kernels.value,
+            "executor": self.executor.value,
+        }
 
 
 PRELOAD = {f"preload-{p.value}": Setting(preload=p) for p in Preload if p is not Preload.AUTO}
 """The explicit choices (`auto` is one of them on any machine)."""
 DTYPE = {f"dtype-{d}": Setting(dtype=d) for d in ("bfloat16", "float32")}
+KERNELS = {f"kernels-{k.value}": Setting(fused_kernels=k) for k in FusedKernels}
+EXECUTOR = {f"executor-{e.value}": Setting(executor=e) for e in (Executor.MP, Executor.UNI)}
 
 
 def answer_agreement(baseline: Sequence[Sequence[int]], other: Sequence[Sequence[int]]) -> dict[str, Any]:
@@ -63,7 +81,7 @@ async def run_settings(run: SuiteRun, systems: dict[str, Setting], answers: bool
         start_s: dict[str, float] = {}
         clients: dict[str, DirectClient] = {}
         for name, s in systems.items():
-            client = await DirectClient.start(model, "0-1", workdir / f"{name}.log", s.preload.value, s.dtype)
+            client = await DirectClient.start(model, "0-1", workdir / f"{name}.log", **s.engine())
             stack.push_async_callback(client.stop)
             start_s[name] = await client.ready()
             runners[name], clients[name] = client.runner(max_tokens), client

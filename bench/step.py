@@ -1,13 +1,15 @@
 """Where a single-stream decode step's time goes (suite `step`): the roofline's gap, measured.
 
-Two `bench.direct` AsyncLLM engines with the default settings, one on cores 0-1 (two OpenMP
-threads, as every bench system) and one on core 1 alone, are measured interleaved at
-concurrency 1: time per output token (TPOT), `repeats` times. If the step were bound by reading
-the weights, two threads (twice the read bandwidth, see the roofline) would make it about twice as
-fast. Then py-spy samples each engine's worker process (the model runner, with native frames) while
-it decodes, and `step_parts` sorts the samples by what the step was doing: the matmuls (vLLM's
-oneDNN kernels, which read the weights), attention, the KV-cache write, inductor's fused element-wise
-kernels, the LM head, the rest of the model runner, and waiting for the scheduler's next step.
+Three `bench.direct` AsyncLLM engines (ENGINES): the default settings on cores 0-1 (two OpenMP
+threads, as every bench system) and on core 1 alone, and on cores 0-1 with vLLM's own executor
+(`engine.executor: mp`, the model in a worker process of its own), are measured interleaved at
+concurrency 1: time per output token (TPOT), `repeats` times. If the step were bound by reading the
+weights, two threads (twice the read bandwidth, see the roofline) would make it about twice as
+fast. Then py-spy samples the process that runs each engine's model (the worker, or with executor
+`uni` the engine core; native frames) while it decodes, and `step_parts` sorts the samples by what
+the step was doing: the matmuls (vLLM's oneDNN kernels, which read the weights), attention, the
+KV-cache write, inductor's fused element-wise kernels, the LM head, the rest of the model runner,
+waiting for the scheduler's next step (`mp`) or scheduling it in the same process (`uni`).
 Ops of the compiled model are told apart by the line of inductor's generated code each sample is
 on (`Runner.call`), read from the compile cache the engines ran from.
 """
@@ -30,7 +32,12 @@ from bench.doors import SETTLE_S
 from bench.load import Sample, SuiteRun, per_token_s
 from bench.profile import record, stacks
 
-CORES = ("0-1", "1")
+ENGINES: dict[str, tuple[str, dict[str, str]]] = {
+    "cores 0-1": ("0-1", {}),
+    "core 1": ("1", {}),
+    "cores 0-1, executor mp": ("0-1", {"executor": "mp"}),
+}
+"""Each engine of the suite: its cores and its settings other than the defaults (`bench.direct`)."""
 GRAPH_LINE = re.compile(r"Runner\.call \(([\w.]+\.py):(\d+)\)")
 OPS = (
     ("_C.onednn_mm", "matmul (weights)"),
@@ -44,6 +51,7 @@ PARTS = (
     "LM head (compute_logits)",
     "model runner, other",
     "waiting for the next step",
+    "engine core: scheduling, outputs",
     "other",
 )
 
@@ -66,6 +74,8 @@ def step_part(stack: Sequence[str], sources: Mapping[str, Sequence[str]]) -> str
         return "model runner, other"
     if "acquire_read" in joined or "dequeue" in joined:
         return "waiting for the next step"
+    if "run_busy_loop" in joined:
+        return "engine core: scheduling, outputs"
     return "other"
 
 
@@ -91,15 +101,17 @@ def generated_sources(raw: str, roots: Sequence[Path]) -> dict[str, list[str]]:
 
 
 def worker_pid(parent: int) -> int | None:
-    """vLLM's worker process (the model runner) among `parent`'s descendants."""
+    """The process that runs the model among `parent`'s descendants: vLLM's worker, or its engine
+    core where there is no worker (executor `uni`)."""
     try:
         children = psutil.Process(parent).children(recursive=True)
     except psutil.Error:
         return None
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            if "Worker" in child.name() or any("Worker" in part for part in child.cmdline()):
-                return child.pid
+    for role in ("Worker", "EngineCore"):
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                if role in child.name() or any(role in part for part in child.cmdline()):
+                    return child.pid
     return None
 
 
@@ -129,27 +141,34 @@ async def _profile(client: DirectClient, out: Path, max_tokens: int) -> dict[str
 
 
 async def run_step(run: SuiteRun) -> dict[str, Any]:
-    """Both engines started, TPOT at c=1 interleaved, then a profile of each worker."""
-    tpot: dict[str, list[float]] = {cores: [] for cores in CORES}
+    """The engines started, TPOT at c=1 interleaved, then a profile of each worker."""
+    tpot: dict[str, list[float]] = {name: [] for name in ENGINES}
     async with contextlib.AsyncExitStack() as stack:
         clients: dict[str, DirectClient] = {}
-        for cores in CORES:
-            client = await DirectClient.start(run.model, cores, run.workdir / f"step-{cores}.log")
+        for name, (cores, settings) in ENGINES.items():
+            log_path = run.workdir / f"step-{_slug(name)}.log"
+            client = await DirectClient.start(run.model, cores, log_path, **settings)
             stack.push_async_callback(client.stop)
-            run.log(f"  engine on cores {cores}: ready in {await client.ready():.0f} s")
+            run.log(f"  engine {name}: ready in {await client.ready():.0f} s")
             await client.run(1, 2, run.max_tokens)  # warm-up
-            clients[cores] = client
+            clients[name] = client
+        names = list(ENGINES)
         for rep in range(run.repeats):
-            for cores in CORES if rep % 2 == 0 else CORES[::-1]:
-                await asyncio.sleep(SETTLE_S)  # the other engine's worker stops polling its core
-                samples, _ = await clients[cores].run(1, 4, run.max_tokens)
-                tpot[cores].append(tpot_ms(samples))
-                run.log(f"  r{rep} cores {cores:<4} TPOT {tpot[cores][-1]:.1f} ms")
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                await asyncio.sleep(SETTLE_S)  # the other engines' workers stop polling their cores
+                samples, _ = await clients[name].run(1, 4, run.max_tokens)
+                tpot[name].append(tpot_ms(samples))
+                run.log(f"  r{rep} {name:<26} TPOT {tpot[name][-1]:.1f} ms")
         profiles: dict[str, dict[str, Any]] = {}
-        for cores, client in clients.items():
+        for name, client in clients.items():
             await asyncio.sleep(SETTLE_S)
-            profiles[cores] = await _profile(client, run.workdir / f"step-worker-{cores}", run.max_tokens)
+            out = run.workdir / f"step-worker-{_slug(name)}"
+            profiles[name] = await _profile(client, out, run.max_tokens)
     return {"tpot_ms": tpot, "profiles": profiles}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w-]+", "-", name).strip("-")
 
 
 def step_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]:
@@ -158,7 +177,7 @@ def step_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]
     timed = {c: vs for c, vs in timed.items() if vs}
     med = {c: statistics.median(vs) for c, vs in timed.items()}
     lines = [
-        "| cores | TPOT ms, median [min–max] | decode tok/s |" + (" of the roofline |" if roof else ""),
+        "| engine | TPOT ms, median [min–max] | decode tok/s |" + (" of the roofline |" if roof else ""),
         "| --- | --- | --- |" + (" --- |" if roof else ""),
     ]
     for cores, values in timed.items():
@@ -172,15 +191,16 @@ def step_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]
     if shown:
         lines += [
             "",
-            "| part of the step | " + " | ".join(f"cores {c}: share, ms/token" for c in shown) + " |",
+            "| part of the step | " + " | ".join(f"{c}: share, ms/token" for c in shown) + " |",
         ]
         lines.append("| --- |" + " --- |" * len(shown))
         for part in PARTS:
             cells = [
-                f"{profiles[c]['parts'][part]:.1%}, {profiles[c]['parts'][part] * med[c]:.1f}" for c in shown
+                f"{profiles[c]['parts'].get(part, 0.0):.1%}, {profiles[c]['parts'].get(part, 0.0) * med[c]:.1f}"
+                for c in shown
             ]
             lines.append(f"| {part} | " + " | ".join(cells) + " |")
     for cores, p in profiles.items():
         if "error" in p:
-            lines.append(f"\nProfile of the engine on cores {cores}: {p['error']}")
+            lines.append(f"\nProfile of the engine {cores}: {p['error']}")
     return lines

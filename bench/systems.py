@@ -24,17 +24,30 @@ from typing import Any
 import grpc
 import yaml
 
-from serving.config import EngineConfig, Preload
+from serving.config import EngineConfig, Executor, FusedKernels, Preload
 from serving.engines.vllm_server import free_port, with_parent_death_signal
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 
 
-def engine_config(cores: str, preload: Preload = Preload.AUTO, dtype: str = "auto") -> EngineConfig:
-    """The engine settings of every system in the bench (the default dtype and preload unless the
-    dtype or preload suite says otherwise, 1 GiB KV, 32 sequences)."""
+def engine_config(
+    cores: str,
+    preload: str = Preload.AUTO,
+    dtype: str = "auto",
+    fused_kernels: str = FusedKernels.PARALLEL,
+    executor: str = Executor.UNI,
+) -> EngineConfig:
+    """The engine settings of every system in the bench (the default dtype, preload, fused kernels and
+    executor unless a settings suite says otherwise, 1 GiB KV, 32 sequences)."""
     return EngineConfig(
-        max_model_len=1024, kv_cache_gib=1.0, cpu_cores=cores, max_num_seqs=32, preload=preload, dtype=dtype
+        max_model_len=1024,
+        kv_cache_gib=1.0,
+        cpu_cores=cores,
+        max_num_seqs=32,
+        preload=Preload(preload),
+        dtype=dtype,
+        fused_kernels=FusedKernels(fused_kernels),
+        executor=Executor(executor),
     )
 
 

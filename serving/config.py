@@ -48,6 +48,21 @@ class Preload(StrEnum):
     TCMALLOC_IOMP = "tcmalloc+iomp"
 
 
+class Executor(StrEnum):
+    """Where a vLLM CPU engine runs its model (see `serving.engines.vllm_plugin`)."""
+
+    UNI = "uni"
+    MP = "mp"
+
+
+class FusedKernels(StrEnum):
+    """Threads of the element-wise kernels inductor fuses for a vLLM CPU engine (see
+    `serving.engines.vllm_plugin`)."""
+
+    PARALLEL = "parallel"
+    SERIAL = "serial"
+
+
 def expand_path(value: str) -> str:
     """Expands ~, $VARS and ${DRIFTGATE_HOME} (defaulted) in a configured path."""
     env = {"DRIFTGATE_HOME": str(driftgate_home()), **os.environ}
@@ -93,6 +108,14 @@ class EngineConfig:
     )
     nice: int = _f(
         0, "CPU niceness of the engine's processes, 0-19: >0 yields the cores it shares with the gateway"
+    )
+    executor: Executor = _f(
+        Executor.UNI,
+        "uni: the model runs in vLLM's engine-core process | mp: vLLM's CPU default, a worker process of its own",
+    )
+    fused_kernels: FusedKernels = _f(
+        FusedKernels.PARALLEL,
+        "inductor's fused element-wise kernels: parallel (vLLM's, an OpenMP region each) | serial (one thread)",
     )
 
 

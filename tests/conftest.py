@@ -26,6 +26,17 @@ def model_dir() -> Path:
     return path
 
 
+async def assert_same_greedy_answer(first: Engine, second: Engine) -> None:
+    """Both engines complete FRANCE greedily (24 tokens) with the same text, naming Paris."""
+    from serving.engines.base import SamplingSpec
+
+    spec = SamplingSpec(max_tokens=24, temperature=0.0)
+    texts = []
+    for i, engine in enumerate((first, second)):
+        texts.append("".join([c.text async for c in engine.generate(FRANCE, spec, f"same-{i}")]))
+    assert "Paris" in texts[0] and texts[0] == texts[1], texts
+
+
 def engine_config(cores: str = "0-1") -> EngineConfig:
     return EngineConfig(max_model_len=512, kv_cache_gib=0.5, cpu_cores=cores, max_num_seqs=32)
 

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from bench import report
+from bench.direct import parse_settings
 from bench.doors import requests_for, rotated
 from bench.load import Cell, Sample, closed_loop, paired_differences, paired_ratios, pct, spread, summarize
 from bench.roofline import parameter_count, served_dtype
 from bench.run import markdown
-from bench.settings import answer_agreement
+from bench.settings import KERNELS, answer_agreement
+from bench.systems import engine_config
 from serving.home import default_model_dir
 
 
@@ -141,6 +143,12 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "answers_baseline": "dtype-bfloat16",
             "answers": {"dtype-float32": answer_agreement([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 6]])},
         },
+        "kernels": {
+            "start_s": {"kernels-parallel": 30.0, "kernels-serial": 90.0},
+            "cells": _settings_cells({"kernels-parallel": 1.0, "kernels-serial": 1.25}),
+            "answers_baseline": "kernels-parallel",
+            "answers": {"kernels-serial": answer_agreement([[1, 2, 3]], [[1, 2, 3]])},
+        },
         "nice": {
             "start_s": {"nice0": 60.0, "nice5": 61.0, "nice10": 62.0},
             "cells": _settings_cells(
@@ -178,6 +186,7 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
         "## Engine preloads",
         "## Engine dtype",
         "## Engine priority",
+        "## Fused kernels",
         "## Start-up",
         "## A remote",
         "## Demo variants",
@@ -209,8 +218,26 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
     assert "| nice10-http / nice0-http | 0.900 [0.900–0.900] |" in text
     assert "2 bench prompts (up to 32 tokens): 1 identical, token agreement mean 0.750, " in text
     assert "the others first differ at token [1]" in text
+    assert "| kernels-serial / kernels-parallel | 1.250 [1.250–1.250] |" in text
+    assert (
+        "- kernels-serial vs kernels-parallel: greedy answers to the 1 bench prompts (up to 32 tokens): 1 identical\n"
+        in text
+    )
     report.plot(report.cells_of(result["doors"]), tmp_path / "doors.png", "t")
     assert (tmp_path / "doors.png").stat().st_size > 1000
+
+
+def test_bench_direct_takes_engine_settings_by_name() -> None:
+    chosen = parse_settings(["preload=none", "fused_kernels=serial"])
+    assert chosen == {"preload": "none", "fused_kernels": "serial"}
+    e = engine_config("1", **chosen)
+    assert (e.preload.value, e.fused_kernels.value, e.dtype, e.cpu_cores) == ("none", "serial", "auto", "1")
+    assert parse_settings([]) == {}
+    with pytest.raises(ValueError, match="unknown setting 'nice'"):
+        parse_settings(["nice=10"])
+    with pytest.raises(ValueError, match="unknown setting 'none'"):
+        parse_settings(["none"])  # the old positional form
+    assert [s.engine()["fused_kernels"] for s in KERNELS.values()] == ["parallel", "serial"]
 
 
 def test_machine_records_the_vector_isa() -> None:

@@ -109,4 +109,12 @@ def test_the_report_gives_ms_per_token_for_each_part() -> None:
     assert "| 0-1 | 21.0 [20.0–22.0] | 47.6 | 0.48 |" in text
     assert "| 1 | 25.0 [24.0–26.0] | 40.0 | 0.40 |" in text
     assert "| matmul (weights) | 50.0%, 10.5 |" in text  # half of 21 ms
-    assert "cores 1: py-spy is not available" in text
+    assert "engine 1: py-spy is not available" in text
+
+
+def test_with_executor_uni_the_scheduling_between_steps_is_its_own_part() -> None:
+    core = "EngineCoreProc.run_busy_loop (vllm/v1/engine/core.py:1210)"
+    scheduling = [core, "EngineCore.step (vllm/v1/engine/core.py:480)", "Scheduler.schedule (sched.py:300)"]
+    in_model = [core, *MODEL.split(";")[1:], "LlamaForCausalLM.compute_logits (llama.py:560)"]
+    assert step_part(scheduling, {}) == "engine core: scheduling, outputs"
+    assert step_part(in_model, {}) == "LM head (compute_logits)"  # the model's own parts come first

@@ -34,6 +34,7 @@ from serving.engines.cpu import cpu_flags, dtype_advice, resolve_dtype
 from serving.engines.preload import preload_env
 from serving.engines.priority import renice_engine
 from serving.engines.vllm_plugin import ENV as AOT_LOAD_ENV
+from serving.engines.vllm_plugin import EXECUTOR_ENV, KERNELS_ENV
 from serving.errors import EngineFailure, GatewayError, InvalidArgument, Unavailable
 from serving.home import OFFLINE_ENV, driftgate_home
 
@@ -87,13 +88,18 @@ def engine_env(variant: VariantConfig) -> dict[str, str | None]:
     """The per-engine environment vLLM's CPU backend reads in the engine-core process (offline mode
     and the compile cache included); `VLLM_CPU_KVCACHE_SPACE` is removed (None) in favour of
     `kv_cache_memory_bytes`. `LD_PRELOAD` is always set (see `serving.engines.preload`), so that
-    the libgomp vLLM adds to this process's own while building is undone with the scope."""
+    the libgomp vLLM adds to this process's own while building is undone with the scope.
+    `DRIFTGATE_FUSED_KERNELS` and `DRIFTGATE_EXECUTOR` are `engine.fused_kernels` and
+    `engine.executor`, read by driftgate's vLLM plugin when the engine's config is built and its
+    engine-core process spawned (`serving.engines.vllm_plugin`)."""
     return {
         **OFFLINE_ENV,
         **compile_cache_env(variant.engine.aot_compile),
         **preload_env(variant.engine.preload),
         "VLLM_CPU_OMP_THREADS_BIND": variant.engine.cpu_cores,
         "VLLM_CPU_KVCACHE_SPACE": None,
+        KERNELS_ENV: variant.engine.fused_kernels.value,
+        EXECUTOR_ENV: variant.engine.executor.value,
     }
 
 

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import aiohttp
 
-from serving.config import Preload, VariantConfig
+from serving.config import Executor, FusedKernels, Preload, VariantConfig
 from serving.engines.cpu import cpu_flags, resolve_dtype
 from serving.engines.preload import preload_env
 from serving.engines.priority import nice_prefix
 from serving.engines.vllm_engine import compile_cache_env
+from serving.engines.vllm_plugin import EXECUTOR_ENV, KERNELS_ENV
 from serving.home import OFFLINE_ENV
 
 _LIVE_GROUPS: set[int] = set()
@@ -115,6 +116,8 @@ def server_env(
     base: Mapping[str, str] | None = None,
     preload: Preload = Preload.NONE,
     compile_cache: bool | None = None,
+    fused_kernels: FusedKernels | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, str]:
     """The server's environment: `base` (default: ours) with the cores its worker binds to,
     offline Hugging Face hubs, no `VLLM_CPU_KVCACHE_SPACE` (see the module doc) and the
@@ -123,12 +126,18 @@ def server_env(
     `compile_cache` None leaves compilation to vLLM's defaults (a bare `vllm serve`, which on CPU
     recompiles at every start); True or False is `engine.aot_compile` with driftgate's compile
     cache (`compile_cache_env`), as the in-process engines have it: with True a restarted server
-    loads its compiled model instead of compiling it again."""
+    loads its compiled model instead of compiling it again. `fused_kernels` and `executor` None
+    are vLLM's own (no `DRIFTGATE_FUSED_KERNELS`, `DRIFTGATE_EXECUTOR`), otherwise the
+    `engine.fused_kernels` and `engine.executor` settings."""
     env = dict(os.environ if base is None else base)
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)
     env.update({**OFFLINE_ENV, "VLLM_CPU_OMP_THREADS_BIND": cpu_cores, "PYTHONUNBUFFERED": "1"})
     if compile_cache is not None:
         env.update(compile_cache_env(compile_cache))
+    for key, chosen in ((KERNELS_ENV, fused_kernels), (EXECUTOR_ENV, executor)):
+        env.pop(key, None)
+        if chosen is not None:
+            env[key] = chosen.value
     ld_preload = preload_env(preload, env.get("LD_PRELOAD", ""))["LD_PRELOAD"]
     env.pop("LD_PRELOAD", None)
     if ld_preload:
@@ -137,9 +146,16 @@ def server_env(
 
 
 def variant_env(variant: VariantConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`server_env` with a variant's engine settings: its cores, preloads and compile cache."""
+    """`server_env` with a variant's engine settings: cores, preloads, compile cache, kernels, executor."""
     e = variant.engine
-    return server_env(e.cpu_cores, base, preload=e.preload, compile_cache=e.aot_compile)
+    return server_env(
+        e.cpu_cores,
+        base,
+        preload=e.preload,
+        compile_cache=e.aot_compile,
+        fused_kernels=e.fused_kernels,
+        executor=e.executor,
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

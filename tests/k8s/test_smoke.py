@@ -67,6 +67,8 @@ pytestmark = [
 ]
 
 SMOKE_VARIANTS = ("dense", "int8-w8a8")
+PATH_LISTS = ("PATH", "LD_PRELOAD")
+"""Environment variables holding `:`-separated paths, each mapped from the container to this machine."""
 CORES = {"dense": "0", "int8-w8a8": "1"}
 """VLLM_CPU_OMP_THREADS_BIND override per server: one core each on this 2-core box."""
 BASE_IMAGE_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -204,7 +206,7 @@ class LocalPod:
         # Now from the container's file system to this machine's.
         argv = [self.local_path(a) for a in argv]
         env = {
-            k: ":".join(self.local_path(p) for p in v.split(":")) if k == "PATH" else self.local_path(v)
+            k: ":".join(self.local_path(p) for p in v.split(":")) if k in PATH_LISTS else self.local_path(v)
             for k, v in env.items()
         }
         if "--port" in argv:  # the server's listening port is an argument: remap it
@@ -255,6 +257,15 @@ class Proc:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def group_pids(self) -> list[int]:
+        """The processes of this container's process group (API server, engine core, workers)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == self.popen.pid:
+                    pids.append(int(stat.parent.name))
+        return pids
 
     def group_pss(self) -> int:
         """Proportional set size of the whole process group (API server, engine core, workers):
@@ -577,6 +588,16 @@ def test_rendered_cpu_deployments_serve_and_mirror_a_request(tmp_path: Path) -> 
             pss, limit = p.group_pss(), quantity_bytes(c["resources"]["limits"]["memory"])
             print(f"{p.name}: PSS {pss / 2**30:.2f} GiB (limit {c['resources']['limits']['memory']})")
             assert 0 < pss < 0.8 * limit, f"{p.name}: less than 20% headroom"
+
+        # Every process of each server runs with the libraries the overlay preloads (LD_PRELOAD).
+        for v, pod in servers.items():
+            preload = [Path(p).name for p in pod.command("vllm")[1]["LD_PRELOAD"].split(":")]
+            pids = by_name[f"vllm-{v}"].group_pids()
+            assert preload == ["libtcmalloc_minimal.so.4", "libiomp5.so"] and len(pids) >= 2, (v, pids)
+            for pid in pids:
+                with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/maps") as f:
+                    maps = f.read()
+                    assert all(name in maps for name in preload), (v, pid, preload)
 
         # Each server compiled into its pod's /tmp emptyDir (HOME), where a restarted container finds it.
         for v, pod in servers.items():
