@@ -39,13 +39,15 @@ async def record(
     load: Callable[[], Awaitable[Any]],
     native: bool = False,
     rate: int = 200,
+    threads: bool = False,
 ) -> bool:
     """Samples `pid` for `seconds` while `load()` runs (repeated until the recording ends); with
-    `native`, C/C++ frames too (which stops the process at each sample: keep `rate` low)."""
+    `native`, C/C++ frames too (which stops the process at each sample: keep `rate` low); with
+    `threads`, each stack starts with its thread's frame (`thread_of`)."""
     tool = py_spy()
     if tool is None:
         return False
-    how = ["--native"] if native else ["--nonblocking"]
+    how = (["--native"] if native else ["--nonblocking"]) + (["--threads"] if threads else [])
     spy = await asyncio.create_subprocess_exec(
         tool, "record", "-p", str(pid), "-d", str(seconds), "-r", str(rate), "-f", fmt, "-o", str(out),
         *how,
@@ -67,6 +69,14 @@ def stacks(raw: str) -> list[tuple[list[str], int]]:
         if stack and count.isdigit():
             out.append((stack.split(";"), int(count)))
     return out
+
+
+def thread_of(frames: list[str]) -> tuple[str, list[str]]:
+    """A stack recorded with `threads` split into its thread's frame and the stack proper; ("", stack)
+    for one recorded without (pure)."""
+    if frames and frames[0].startswith("thread ("):
+        return frames[0], frames[1:]
+    return "", frames
 
 
 def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float, float]]:

@@ -51,7 +51,7 @@ SUITES = (
 )
 SUITE_DOCS = {
     "roofline": "read bandwidth and the single-stream decode roofline",
-    "step": "AsyncLLM at c=1 on cores 0-1, on core 1 and with serial fused kernels; its decode step by part (py-spy)",
+    "step": "AsyncLLM at c=1 on cores 0-1, on core 1 and with executor mp; its decode step by part (py-spy)",
     "wire": "each door's delay from engine output to client vs a bare server (tick engine, no vLLM)",
     "doors": "AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP",
     "mirror": "one twin shadow, sample rate 0 vs 1",

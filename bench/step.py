@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import re
 import statistics
@@ -30,7 +31,7 @@ import psutil
 from bench.clients import DirectClient
 from bench.doors import SETTLE_S
 from bench.load import Sample, SuiteRun, per_token_s
-from bench.profile import record, stacks
+from bench.profile import record, stacks, thread_of
 
 ENGINES: dict[str, tuple[str, dict[str, str]]] = {
     "cores 0-1": ("0-1", {}),
@@ -79,10 +80,25 @@ def step_part(stack: Sequence[str], sources: Mapping[str, Sequence[str]]) -> str
     return "other"
 
 
-def step_parts(raw: str, sources: Mapping[str, Sequence[str]]) -> dict[str, float]:
-    """Share of the samples in each of PARTS, from py-spy's raw stacks (pure; empty without samples)."""
-    counts = dict.fromkeys(PARTS, 0)
+def model_thread_stacks(raw: str) -> list[tuple[list[str], int]]:
+    """The stacks of the threads that ran the model (a stack in `execute_model`), from stacks recorded
+    with thread frames, which are dropped; every stack of one recorded without them (pure). The
+    engine core's other threads (sockets, with executor `uni`) are not part of the step."""
+    by_thread: dict[str, list[tuple[list[str], int]]] = {}
     for frames, n in stacks(raw):
+        thread, rest = thread_of(frames)
+        by_thread.setdefault(thread, []).append((rest, n))
+    if set(by_thread) == {""}:
+        return by_thread[""]
+    model = [t for t, rows in by_thread.items() if any("execute_model" in ";".join(f) for f, _ in rows)]
+    return [row for t in model for row in by_thread[t]]
+
+
+def step_parts(raw: str, sources: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Share of the model thread's samples in each of PARTS, from py-spy's raw stacks (pure; empty
+    without samples)."""
+    counts = dict.fromkeys(PARTS, 0)
+    for frames, n in model_thread_stacks(raw):
         counts[step_part(frames, sources)] += n
     total = sum(counts.values())
     return {part: n / total for part, n in counts.items()} if total else {}
@@ -126,7 +142,8 @@ async def _profile(client: DirectClient, out: Path, max_tokens: int) -> dict[str
     if pid is None:
         return {"error": "no vLLM worker process found"}
     raw_path = out.with_suffix(".txt")
-    ok = await record(pid, raw_path, 15, "raw", lambda: client.run(1, 2, max_tokens), native=True, rate=100)
+    load = functools.partial(client.run, 1, 2, max_tokens)
+    ok = await record(pid, raw_path, 15, "raw", load, native=True, rate=100, threads=True)
     if not ok or not raw_path.exists():
         return {"error": "py-spy is not available or could not attach"}
     raw = await asyncio.to_thread(raw_path.read_text)
@@ -137,7 +154,7 @@ async def _profile(client: DirectClient, out: Path, max_tokens: int) -> dict[str
     parts = step_parts(raw, sources)
     if not parts:
         return {"error": "py-spy recorded no samples of the worker"}
-    return {"stacks": str(raw_path), "samples": sum(n for _, n in stacks(raw)), "parts": parts}
+    return {"stacks": str(raw_path), "samples": sum(n for _, n in model_thread_stacks(raw)), "parts": parts}
 
 
 async def run_step(run: SuiteRun) -> dict[str, Any]:

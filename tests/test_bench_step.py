@@ -10,7 +10,15 @@ import pytest
 
 from bench.load import Sample
 from bench.profile import stacks
-from bench.step import PARTS, generated_sources, step_lines, step_part, step_parts, tpot_ms
+from bench.step import (
+    PARTS,
+    generated_sources,
+    model_thread_stacks,
+    step_lines,
+    step_part,
+    step_parts,
+    tpot_ms,
+)
 
 RUNNER = "WorkerProc.worker_busy_loop (vllm/v1/executor/multiproc_executor.py:1041)"
 MODEL = f"{RUNNER};GPUModelRunner.execute_model (vllm/v1/worker/gpu_model_runner.py:4207)"
@@ -118,3 +126,16 @@ def test_with_executor_uni_the_scheduling_between_steps_is_its_own_part() -> Non
     in_model = [core, *MODEL.split(";")[1:], "LlamaForCausalLM.compute_logits (llama.py:560)"]
     assert step_part(scheduling, {}) == "engine core: scheduling, outputs"
     assert step_part(in_model, {}) == "LM head (compute_logits)"  # the model's own parts come first
+
+
+def test_only_the_threads_that_ran_the_model_count() -> None:
+    """With executor `uni` the model runs in the engine core, whose socket threads are sampled too."""
+    main, sockets = "thread (0x7F01)", "thread (0x7F02)"
+    raw = "\n".join(
+        [
+            *(f"{main};{line}" for line in RAW.splitlines()),
+            f"{sockets};0x7f48d57278ec (libpython3.11.so);thread_run (libpython3.11.so);poll (libc.so.6) 400",
+        ]
+    )
+    assert step_parts(raw, {GENERATED: SOURCE}) == step_parts(RAW, {GENERATED: SOURCE})
+    assert model_thread_stacks(RAW) == stacks(RAW)  # recorded without thread frames: every stack

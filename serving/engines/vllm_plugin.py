@@ -90,10 +90,12 @@ def serial_kernels(vllm_config: Any) -> bool:
 
 
 def inline_executor(vllm_config: Any) -> bool:
-    """Applies `engine.executor: uni` to a checked config where the environment asks for it and one
-    worker runs the model (no tensor or pipeline parallelism); True if it did."""
+    """Applies `engine.executor: uni` to a checked config where the environment asks for it, one
+    worker runs the model (no tensor, pipeline or data parallelism) and the CPU platform chose its
+    `mp` executor (not one the user named); True if it did."""
     parallel = vllm_config.parallel_config
-    if os.environ.get(EXECUTOR_ENV) != "uni" or parallel.world_size != 1:
+    single = parallel.world_size == 1 and parallel.data_parallel_size == 1
+    if os.environ.get(EXECUTOR_ENV) != "uni" or not single or parallel.distributed_executor_backend != "mp":
         return False
     parallel.distributed_executor_backend = "uni"
     return True

@@ -8,8 +8,9 @@ before the in-process engine is built, so the two boot concurrently.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,18 @@ from tests.conftest import model_dir
 SERVER_CORES = "1"
 STARTUP_TIMEOUT_S = 600.0
 MAX_MODEL_LEN = 512  # as the session's in-process engine
+
+
+@pytest.fixture
+def restored_environ() -> Iterator[None]:
+    """This process's environment as it was, after a test that lets vLLM change it (building a
+    config sets LD_PRELOAD, TORCHINDUCTOR_*, ... for the processes it would spawn)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def server_variant(name: str = "dense") -> VariantConfig:

@@ -21,9 +21,11 @@ from serving.engines.vllm_server import server_env, variant_env
 from tests.conftest import assert_same_greedy_answer, dense_variant, model_dir
 
 
-def _config(world_size: int, backend: str = "mp") -> SimpleNamespace:
+def _config(world_size: int, backend: str = "mp", data_parallel: int = 1) -> SimpleNamespace:
     return SimpleNamespace(
-        parallel_config=SimpleNamespace(world_size=world_size, distributed_executor_backend=backend)
+        parallel_config=SimpleNamespace(
+            world_size=world_size, data_parallel_size=data_parallel, distributed_executor_backend=backend
+        )
     )
 
 
@@ -37,9 +39,9 @@ def test_uni_only_where_asked_and_one_worker_runs_the_model(monkeypatch: pytest.
     monkeypatch.setenv(vllm_plugin.EXECUTOR_ENV, "mp")
     assert not vllm_plugin.inline_executor(config)
     monkeypatch.setenv(vllm_plugin.EXECUTOR_ENV, "uni")
-    tensor_parallel = _config(2)
-    assert not vllm_plugin.inline_executor(tensor_parallel)
-    assert tensor_parallel.parallel_config.distributed_executor_backend == "mp"
+    for other in (_config(2), _config(1, data_parallel=2), _config(1, backend="external_launcher")):
+        assert not vllm_plugin.inline_executor(other)
+        assert other.parallel_config.distributed_executor_backend in ("mp", "external_launcher")
     assert (
         vllm_plugin.inline_executor(config) and config.parallel_config.distributed_executor_backend == "uni"
     )
@@ -66,16 +68,27 @@ def test_the_setting_loads_from_yaml_and_reaches_every_engine_env(tmp_path: Path
     assert vllm_plugin.EXECUTOR_ENV not in server_env("0", inherited)  # a bare `vllm serve`: vLLM's own
 
 
-def test_vllms_config_builder_applies_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vllms_config_builder_applies_it(monkeypatch: pytest.MonkeyPatch, restored_environ: None) -> None:
     """vLLM's own `create_engine_config` (plugins loaded, CPU platform checked), no engine started."""
     from vllm.engine.arg_utils import EngineArgs
 
     args = EngineArgs(model=str(model_dir()), max_model_len=512, kv_cache_memory_bytes=1 << 28)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")
     built = {}
     for choice in Executor:
         monkeypatch.setenv(vllm_plugin.EXECUTOR_ENV, choice.value)
-        built[choice] = args.create_engine_config().parallel_config.distributed_executor_backend
-    assert built == {Executor.UNI: "uni", Executor.MP: "mp"}
+        built[choice] = args.create_engine_config()
+    assert {c: b.parallel_config.distributed_executor_backend for c, b in built.items()} == {
+        Executor.UNI: "uni",
+        Executor.MP: "mp",
+    }
+    # The engine core that runs the model is spawned with the OpenMP binding vLLM gives a worker.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with vllm_plugin.omp_env_for(built[Executor.UNI]):
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+    assert "OMP_NUM_THREADS" not in os.environ
+    with vllm_plugin.omp_env_for(built[Executor.MP]):
+        assert "OMP_NUM_THREADS" not in os.environ
 
 
 def _engine_processes(engine: Engine) -> list[psutil.Process]:

@@ -65,7 +65,7 @@ def test_the_setting_loads_from_yaml_and_reaches_every_engine_env(tmp_path: Path
 
 
 def test_vllms_config_builder_applies_it_and_keys_the_compile_cache_on_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, restored_environ: None
 ) -> None:
     """vLLM's own `create_engine_config` (plugins loaded, CPU platform checked), no engine started."""
     from vllm.engine.arg_utils import EngineArgs

@@ -20,6 +20,7 @@ import yaml
 
 from serving.engines.preload import TCMALLOC_GLOBS, find_iomp
 from serving.engines.vllm_plugin import ENV as AOT_LOAD_ENV
+from serving.engines.vllm_plugin import EXECUTOR_ENV
 from tests.k8s.manifests import (
     ADAPTER_VALUES,
     CRD_SCHEMAS,
@@ -292,6 +293,7 @@ def test_cpu_overlay_runs_the_vllm_cpu_module_entry_point() -> None:
         assert {"VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_KVCACHE_SPACE"} <= set(env)
         # The compiled model is kept in HOME, on an emptyDir, and loaded back by a restarted container.
         assert (env["VLLM_USE_AOT_COMPILE"], env[AOT_LOAD_ENV]) == ("1", "1")
+        assert env[EXECUTOR_ENV] == "uni"  # engine.executor's default
         # engine.preload auto's libraries, where the image has them (k8s/Dockerfile).
         tcmalloc, iomp = env["LD_PRELOAD"].split(":")
         assert fnmatch.fnmatch(tcmalloc, TCMALLOC_GLOBS[0]) and "libtcmalloc-minimal4" in dockerfile

@@ -594,10 +594,14 @@ def test_rendered_cpu_deployments_serve_and_mirror_a_request(tmp_path: Path) -> 
             preload = [Path(p).name for p in pod.command("vllm")[1]["LD_PRELOAD"].split(":")]
             pids = by_name[f"vllm-{v}"].group_pids()
             assert preload == ["libtcmalloc_minimal.so.4", "libiomp5.so"] and len(pids) >= 2, (v, pids)
+            titles = []
             for pid in pids:
                 with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/maps") as f:
                     maps = f.read()
                     assert all(name in maps for name in preload), (v, pid, preload)
+                    titles.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
+            # DRIFTGATE_EXECUTOR uni: the model runs in the engine core, no worker process.
+            assert any(b"EngineCore" in t for t in titles) and not any(b"Worker" in t for t in titles), titles
 
         # Each server compiled into its pod's /tmp emptyDir (HOME), where a restarted container finds it.
         for v, pod in servers.items():
