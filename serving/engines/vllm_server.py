@@ -9,7 +9,7 @@ in-process engine passes `kv_cache_memory_bytes`; `VLLM_CPU_KVCACHE_SPACE` only 
 and, when set, overrides the flag on the CPU backend, so `server_env` removes it.
 
 `running_server` starts the server in its own process group (its API process spawns an engine-core
-and a worker process), waits for `/health`, and on exit, however the block ends, sends SIGTERM to
+process and, with `engine.executor: mp`, a worker process), waits for `/health`, and on exit, however the block ends, sends SIGTERM to
 the whole group and SIGKILL after a grace period; on Linux the API process also gets
 PR_SET_PDEATHSIG, so it dies if the process that started it is killed outright (vLLM's engine-core
 and worker processes exit when their parent does).
