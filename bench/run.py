@@ -140,19 +140,7 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             *report.variants_table(result["variants"]),
         ]
-    if "preload" in result:
-        out += ["", "## Engine preloads (AsyncLLM, cores 0-1)", ""]
-        out += report.preload_lines(result["preload"], result.get("roofline"))
-    if "dtype" in result:
-        model = result["settings"].get("model", "dense")
-        out += ["", f"## Engine dtype (AsyncLLM, {model}, cores 0-1)", ""]
-        out += report.dtype_lines(result["dtype"], result.get("roofline"))
-    if "kernels" in result:
-        out += ["", "## Fused kernels (AsyncLLM, cores 0-1)", ""]
-        out += report.answered_settings_lines(result["kernels"], result.get("roofline"), "kernels-parallel")
-    if "executor" in result:
-        out += ["", "## Executor (AsyncLLM, cores 0-1)", ""]
-        out += report.answered_settings_lines(result["executor"], result.get("roofline"), "executor-mp")
+    out += _settings_sections(result)
     if "nice" in result:
         out += ["", "## Engine priority (in-process gateway, cores 0-1)", "", *nice_lines(result["nice"])]
     if "startup" in result:
@@ -166,6 +154,34 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['recipe']} | {r['wall_s']:.1f} | {r['ratio_vs_source']:.3f} |" for r in result["compress"]
         ]
     return "\n".join(out) + "\n"
+
+
+def _settings_sections(result: dict[str, Any]) -> list[str]:
+    """The engine-settings suites' sections (`bench.settings`), those that ran."""
+    out: list[str] = []
+    roof = result.get("roofline")
+    if "preload" in result:
+        out += [
+            "",
+            "## Engine preloads (AsyncLLM, cores 0-1)",
+            "",
+            *report.preload_lines(result["preload"], roof),
+        ]
+    if "dtype" in result:
+        model = result["settings"].get("model", "dense")
+        out += [
+            "",
+            f"## Engine dtype (AsyncLLM, {model}, cores 0-1)",
+            "",
+            *report.dtype_lines(result["dtype"], roof),
+        ]
+    if "kernels" in result:
+        out += ["", "## Fused kernels (AsyncLLM, cores 0-1)", ""]
+        out += report.answered_settings_lines(result["kernels"], roof, "kernels-parallel")
+    if "executor" in result:
+        out += ["", "## Executor (AsyncLLM, cores 0-1)", ""]
+        out += report.answered_settings_lines(result["executor"], roof, "executor-mp")
+    return out
 
 
 def _suite_runners(

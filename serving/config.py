@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from serving.engine_choices import Executor, FusedKernels, Preload
 from serving.errors import ConfigError
 from serving.gate.verdict import GateConfig
 from serving.home import driftgate_home
@@ -37,30 +38,6 @@ class Role(StrEnum):
     PRIMARY = "primary"
     CANDIDATE = "candidate"
     SHADOW = "shadow"
-
-
-class Preload(StrEnum):
-    """Libraries preloaded into a vLLM engine's processes (see `serving.engines.preload`)."""
-
-    AUTO = "auto"
-    NONE = "none"
-    TCMALLOC = "tcmalloc"
-    TCMALLOC_IOMP = "tcmalloc+iomp"
-
-
-class Executor(StrEnum):
-    """Where a vLLM CPU engine runs its model (see `serving.engines.vllm_plugin`)."""
-
-    UNI = "uni"
-    MP = "mp"
-
-
-class FusedKernels(StrEnum):
-    """Threads of the element-wise kernels inductor fuses for a vLLM CPU engine (see
-    `serving.engines.vllm_plugin`)."""
-
-    PARALLEL = "parallel"
-    SERIAL = "serial"
 
 
 def expand_path(value: str) -> str:
