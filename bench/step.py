@@ -11,7 +11,9 @@ the step was doing: the matmuls (vLLM's oneDNN kernels, which read the weights),
 KV-cache write, inductor's fused element-wise kernels, the LM head, the rest of the model runner,
 waiting for the scheduler's next step (`mp`) or scheduling it in the same process (`uni`).
 Ops of the compiled model are told apart by the line of inductor's generated code each sample is
-on (`Runner.call`), read from the compile cache the engines ran from.
+on (`Runner.call`), read from the compile cache the engines ran from. Each timed cell also records
+the cores each role of the engine's threads used (`bench.cpu_use`): the model's thread, the rest of
+its OpenMP team, the model process's other threads, vLLM's other processes and the frontend.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import functools
 import math
 import re
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 import psutil
 
 from bench.clients import DirectClient
+from bench.cpu_use import cores_used, cpu_use_lines, median_use, snapshot
 from bench.doors import SETTLE_S
 from bench.load import Sample, SuiteRun, per_token_s
 from bench.profile import record, stacks, thread_of
@@ -160,6 +164,7 @@ async def _profile(client: DirectClient, out: Path, max_tokens: int) -> dict[str
 async def run_step(run: SuiteRun) -> dict[str, Any]:
     """The engines started, TPOT at c=1 interleaved, then a profile of each worker."""
     tpot: dict[str, list[float]] = {name: [] for name in ENGINES}
+    use: dict[str, list[dict[str, float]]] = {name: [] for name in ENGINES}
     async with contextlib.AsyncExitStack() as stack:
         clients: dict[str, DirectClient] = {}
         for name, (cores, settings) in ENGINES.items():
@@ -173,15 +178,31 @@ async def run_step(run: SuiteRun) -> dict[str, Any]:
         for rep in range(run.repeats):
             for name in names[rep % len(names) :] + names[: rep % len(names)]:
                 await asyncio.sleep(SETTLE_S)  # the other engines' workers stop polling their cores
-                samples, _ = await clients[name].run(1, 4, run.max_tokens)
+                samples, cpu = await _timed_cell(clients[name], run.max_tokens)
                 tpot[name].append(tpot_ms(samples))
+                use[name].append(cpu)
                 run.log(f"  r{rep} {name:<26} TPOT {tpot[name][-1]:.1f} ms")
         profiles: dict[str, dict[str, Any]] = {}
         for name, client in clients.items():
             await asyncio.sleep(SETTLE_S)
             out = run.workdir / f"step-worker-{_slug(name)}"
             profiles[name] = await _profile(client, out, run.max_tokens)
-    return {"tpot_ms": tpot, "profiles": profiles}
+    return {"tpot_ms": tpot, "profiles": profiles, "cores_used": use}
+
+
+def _tree(pid: int) -> list[int]:
+    with contextlib.suppress(psutil.Error):
+        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    return [pid]
+
+
+async def _timed_cell(client: DirectClient, max_tokens: int) -> tuple[list[Sample], dict[str, float]]:
+    """One c=1 cell, and the cores each role of the engine's threads used during it (`bench.cpu_use`)."""
+    pids, model = _tree(client.pid), worker_pid(client.pid) or 0
+    before, t0 = snapshot(pids), time.perf_counter()
+    samples, _ = await client.run(1, 4, max_tokens)
+    wall = time.perf_counter() - t0
+    return samples, cores_used(before, snapshot(pids), wall, client.pid, model)
 
 
 def _slug(name: str) -> str:
@@ -217,6 +238,10 @@ def step_lines(result: dict[str, Any], roof: dict[str, Any] | None) -> list[str]
                 for c in shown
             ]
             lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    use = {name: median_use(cells) for name, cells in result.get("cores_used", {}).items()}
+    if any(use.values()):
+        lines += ["", "Cores used during the timed cells (CPU s per wall s, median over repeats):", ""]
+        lines += cpu_use_lines(use)
     for cores, p in profiles.items():
         if "error" in p:
             lines.append(f"\nProfile of the engine {cores}: {p['error']}")

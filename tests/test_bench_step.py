@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cpu_use import ROLES
 from bench.load import Sample
 from bench.profile import stacks
 from bench.step import (
@@ -118,6 +119,21 @@ def test_the_report_gives_ms_per_token_for_each_part() -> None:
     assert "| 1 | 25.0 [24.0–26.0] | 40.0 | 0.40 |" in text
     assert "| matmul (weights) | 50.0%, 10.5 |" in text  # half of 21 ms
     assert "engine 1: py-spy is not available" in text
+    assert "cores used, by thread" not in text  # a result from before the cores were recorded
+
+
+def test_the_report_gives_the_cores_each_role_used_as_a_median_over_repeats() -> None:
+    cells = [
+        {ROLES[0]: 0.9, ROLES[4]: 0.02},
+        {ROLES[0]: 1.0, ROLES[4]: 0.04},
+        {ROLES[0]: 0.95, ROLES[4]: 0.03},
+    ]
+    result = {"tpot_ms": {"0-1": [20.0, 22.0, 21.0]}, "profiles": {}, "cores_used": {"0-1": cells}}
+    text = "\n".join(step_lines(result, None))
+    assert "| cores used, by thread | 0-1 |" in text
+    assert f"| {ROLES[0]} | 0.950 |" in text
+    assert f"| {ROLES[4]} | 0.030 |" in text
+    assert "| all | 0.980 |" in text
 
 
 def test_with_executor_uni_the_scheduling_between_steps_is_its_own_part() -> None:
