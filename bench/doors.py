@@ -1,8 +1,8 @@
-"""The gateway-cost suite: the same model, load and client behind six doors, in one run.
+"""The gateway-cost suite: the same model, load and client behind nine doors, in one run.
 
-Three engines run side by side, each bound to cores 0-1 and loaded one at a time (an idle engine
-costs nothing): AsyncLLM in `bench.direct`, the gateway's in-process engine, and `vllm serve`. The
-gateway also has a remote variant on that `vllm serve`, so:
+Four engines run side by side, each bound to cores 0-1 and loaded one at a time (an idle engine
+costs nothing): AsyncLLM in `bench.direct`, the gateway's in-process engine, `vllm serve`, and a
+variant server (below). The gateway also has a remote variant on each server, so:
 
 | system | path |
 | --- | --- |
@@ -13,6 +13,13 @@ gateway also has a remote variant on that `vllm serve`, so:
 | driftgate-remote-grpc | client → gRPC → gateway → HTTP/SSE → vllm serve |
 | driftgate-remote-http | client → HTTP/SSE → gateway → HTTP/SSE → vllm serve |
 | driftgate-remote-grpc-uvloop | as driftgate-remote-grpc, a second gateway on uvloop |
+| variant-serve-http | client → HTTP/SSE → vllm serve as `driftgate variant serve` starts it |
+| driftgate-remote-variant-grpc | client → gRPC → gateway → HTTP/SSE → that variant server |
+
+A remote deployment (`k8s/`, one variant per pod) runs its servers as `driftgate variant serve` does:
+with the variant's engine settings (`variant_env`: `engine.executor: uni`, the compile cache, the
+preloads). So a fourth engine, that variant server, runs beside the bare `vllm serve`, and the
+suite compares a remote deployment with what a user would run without driftgate.
 
 Each repeat runs every concurrency and, within it, every system back to back, in an order that
 rotates between repeats, so slow drift of the shared machine spreads over all systems.
@@ -28,7 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,7 +47,14 @@ from bench.load import Call, Cell, Runner, Sample, SuiteRun, closed_loop, summar
 from bench.profile import profile_gateway
 from bench.systems import Gateway, engine_config, engine_yaml, gateway
 from serving.engines.cpu import cpu_flags, resolve_dtype
-from serving.engines.vllm_server import free_port, running_server, server_command, server_env, wait_healthy
+from serving.engines.vllm_server import (
+    ServerProcess,
+    free_port,
+    running_server,
+    server_command,
+    server_env,
+    wait_healthy,
+)
 
 SETTLE_S = 1.5
 """Pause before each cell: vLLM's worker busy-polls for 1 s after its last step (shm_broadcast's
@@ -95,17 +110,22 @@ async def measure_cells(
     return cells
 
 
-def _gateway_variants(model: str, vllm_url: str) -> list[dict[str, Any]]:
-    return [
+def _remote(name: str, model: str, url: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": model,
+        "role": "candidate",
+        "weight": 0.0,
+        "engine": engine_yaml("0-1", url=url, served_model_name="dense"),
+    }
+
+
+def _gateway_variants(model: str, vllm_url: str, variant_url: str | None = None) -> list[dict[str, Any]]:
+    variants = [
         {"name": "dense", "model": model, "role": "primary", "engine": engine_yaml("0-1")},
-        {
-            "name": "remote",
-            "model": model,
-            "role": "candidate",
-            "weight": 0.0,
-            "engine": engine_yaml("0-1", url=vllm_url, served_model_name="dense"),
-        },
+        _remote("remote", model, vllm_url),
     ]
+    return variants + ([_remote("remote-variant", model, variant_url)] if variant_url else [])
 
 
 def _remote_only(model: str, vllm_url: str) -> list[dict[str, Any]]:
@@ -121,38 +141,65 @@ def _added_labels(gw: Gateway, uv: Gateway) -> dict[str, tuple[str, tuple[str, s
         "driftgate-remote-grpc": (gw.metrics_url, ("remote", "grpc")),
         "driftgate-remote-http": (gw.metrics_url, ("remote", "http")),
         "driftgate-remote-grpc-uvloop": (uv.metrics_url, ("remote", "grpc")),
+        "driftgate-remote-variant-grpc": (gw.metrics_url, ("remote-variant", "grpc")),
     }
+
+
+@contextlib.asynccontextmanager
+async def _servers(model: str, workdir: Path) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+    """The bare `vllm serve` (vLLM's executor; the preloads of vLLM's CPU image) and the same server as
+    `driftgate variant serve` starts it (the bench's engine settings), both on cores 0-1, not yet healthy."""
+    engine = engine_config("0-1")  # the other systems' engine settings, which the servers follow
+    dtype = resolve_dtype(engine.dtype, model, cpu_flags())
+    bare_env = server_env("0-1", preload=engine.preload)
+    variant = server_env(
+        "0-1",
+        preload=engine.preload,
+        compile_cache=engine.aot_compile,
+        fused_kernels=engine.fused_kernels,
+        executor=engine.executor,
+    )
+    ports = [free_port()]
+    while len(ports) < 2:
+        ports += [p for p in [free_port()] if p not in ports]
+    async with contextlib.AsyncExitStack() as stack:
+        started = [
+            await stack.enter_async_context(
+                running_server(
+                    server_command(model, "dense", port, dtype=dtype, max_model_len=1024, kv_cache_gib=1.0),
+                    env,
+                    workdir / log,
+                    port,
+                    wait=False,
+                )
+            )
+            for port, env, log in zip(
+                ports, (bare_env, variant), ("vllm-serve.log", "variant-serve.log"), strict=True
+            )
+        ]
+        yield started[0], started[1]
 
 
 async def run_doors(run: SuiteRun) -> dict[str, Any]:
     """Starts the three engines (concurrently), measures the grid, stops everything."""
     model, workdir, max_tokens, log = run.model, run.workdir, run.max_tokens, run.log
-    port = free_port()
-    engine = engine_config("0-1")  # the other systems' engine settings, which vllm serve follows
-    dtype = resolve_dtype(engine.dtype, model, cpu_flags())
-    command = server_command(model, "dense", port, dtype=dtype, max_model_len=1024, kv_cache_gib=1.0)
     async with contextlib.AsyncExitStack() as stack:
-        server = await stack.enter_async_context(
-            running_server(
-                command,
-                server_env("0-1", preload=engine.preload),
-                workdir / "vllm-serve.log",
-                port,
-                wait=False,
-            )
-        )
+        server, variant = await stack.enter_async_context(_servers(model, workdir))
         gw: Gateway = await stack.enter_async_context(
-            gateway(_gateway_variants(model, server.url), workdir, "gateway-doors")
+            gateway(_gateway_variants(model, server.url, variant.url), workdir, "gateway-doors")
         )
         uv: Gateway = await stack.enter_async_context(
             gateway(_remote_only(model, server.url), workdir, "gateway-uvloop", "uvloop")
         )
         direct = await DirectClient.start(model, "0-1", workdir / "direct.log")
         stack.push_async_callback(direct.stop)
-        started = await asyncio.gather(wait_healthy(server, 900), gw.wait_ready(), direct.ready())
+        started = await asyncio.gather(
+            wait_healthy(server, 900), gw.wait_ready(), direct.ready(), wait_healthy(variant, 900)
+        )
         await uv.wait_ready()
         log(
-            f"  started: vllm serve {started[0]:.0f} s, gateway {started[1]:.0f} s, AsyncLLM {started[2]:.0f} s"
+            f"  started: vllm serve {started[0]:.0f} s, gateway {started[1]:.0f} s, AsyncLLM {started[2]:.0f} s,"
+            f" variant server {started[3]:.0f} s"
         )
         session = await stack.enter_async_context(
             aiohttp.ClientSession(
@@ -167,6 +214,8 @@ async def run_doors(run: SuiteRun) -> dict[str, Any]:
             "driftgate-remote-grpc": loop_runner(grpc_call(gw.stub, max_tokens, "remote")),
             "driftgate-remote-http": loop_runner(openai_call(session, gw.http_url, "remote", max_tokens)),
             "driftgate-remote-grpc-uvloop": loop_runner(grpc_call(uv.stub, max_tokens, "remote")),
+            "variant-serve-http": loop_runner(openai_call(session, variant.url, "dense", max_tokens)),
+            "driftgate-remote-variant-grpc": loop_runner(grpc_call(gw.stub, max_tokens, "remote-variant")),
         }
         recorder = Recorder(session, _added_labels(gw, uv))
         cells = await measure_cells(runners, run.concurrencies, run.repeats, log, recorder)
@@ -174,7 +223,12 @@ async def run_doors(run: SuiteRun) -> dict[str, Any]:
         call = grpc_call(gw.stub, max_tokens, "dense")
         profile = await profile_gateway(gw.process.pid, workdir.parent, lambda: closed_loop(call, 8, 16))
     return {
-        "start_s": {"vllm_serve": started[0], "gateway": started[1], "asyncllm": started[2]},
+        "start_s": {
+            "vllm_serve": started[0],
+            "gateway": started[1],
+            "asyncllm": started[2],
+            "variant_serve": started[3],
+        },
         "cells": [c.as_dict() for c in cells],
         "added": recorder.records,
         "profile": profile,

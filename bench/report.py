@@ -18,6 +18,9 @@ RATIOS = (
     ("driftgate-remote-http", "vllm-serve-http"),
     ("driftgate-remote-grpc-uvloop", "vllm-serve-http"),
     ("driftgate-remote-grpc-uvloop", "driftgate-remote-grpc"),
+    ("variant-serve-http", "vllm-serve-http"),
+    ("driftgate-remote-variant-grpc", "vllm-serve-http"),
+    ("driftgate-remote-variant-grpc", "variant-serve-http"),
 )
 ADDED = (
     ("driftgate-grpc", "asyncllm-direct"),
@@ -25,6 +28,7 @@ ADDED = (
     ("driftgate-remote-grpc", "vllm-serve-http"),
     ("driftgate-remote-http", "vllm-serve-http"),
     ("driftgate-remote-grpc-uvloop", "vllm-serve-http"),
+    ("driftgate-remote-variant-grpc", "variant-serve-http"),
 )
 
 

@@ -395,3 +395,38 @@ def test_quantile_edges() -> None:
     assert math.isnan(quantile(0.5, []))
     assert quantile(0.5, [(0.001, 0.0), (0.002, 10.0), (math.inf, 10.0)]) == pytest.approx(0.0015)
     assert quantile(0.99, [(0.001, 1.0), (math.inf, 10.0)]) == 0.001  # rank in +Inf: the last bound
+
+
+def test_the_doors_gateway_has_a_remote_variant_on_each_server(tmp_path: Path) -> None:
+    import yaml
+
+    from bench.doors import _gateway_variants
+    from bench.systems import gateway_yaml
+    from serving.config import load_config
+
+    variants = _gateway_variants("/m", "http://127.0.0.1:1", "http://127.0.0.1:2")
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(gateway_yaml(variants, 0, 0, "asyncio", 0), sort_keys=False))
+    config = load_config(path)
+    remote = {v.name: v for v in config.variants if v.engine.url}
+    assert {n: (v.engine.url, v.weight) for n, v in remote.items()} == {
+        "remote": ("http://127.0.0.1:1", 0.0),
+        "remote-variant": ("http://127.0.0.1:2", 0.0),
+    }
+    assert [v["name"] for v in _gateway_variants("/m", "http://127.0.0.1:1")] == ["dense", "remote"]
+
+
+def test_the_report_compares_the_variant_server_with_the_bare_one() -> None:
+    cells = [
+        _cell(s, 1, r, tps, 1.0)
+        for s, tps in (
+            ("vllm-serve-http", 100.0),
+            ("variant-serve-http", 120.0),
+            ("driftgate-remote-variant-grpc", 114.0),
+        )
+        for r in (0, 1, 2)
+    ]
+    text = "\n".join(report.ratio_table(cells))
+    assert "| variant-serve-http / vllm-serve-http | 1.200" in text
+    assert "| driftgate-remote-variant-grpc / variant-serve-http | 0.950" in text
+    assert "driftgate-grpc" not in text  # systems the run did not measure have no row
