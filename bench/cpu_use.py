@@ -1,7 +1,7 @@
 """Who uses the two cores while an engine decodes (suite `step`): CPU time per thread, by role.
 
-`snapshot` reads every thread's CPU time and allowed cores from `/proc` (Linux) for a process tree;
-`cores_used` turns two snapshots around a timed cell into cores used per role (CPU seconds over wall
+`snapshot` reads every thread's CPU time (psutil) and allowed cores (`os.sched_getaffinity`, Linux)
+for a process tree; `cores_used` turns two snapshots around a timed cell into cores used per role (CPU seconds over wall
 seconds). The roles tell apart the thread that runs the model (the OpenMP master: the main thread of
 the model's process, vLLM's worker or with executor `uni` its engine core), the rest of its OpenMP
 team (threads bound to a single core other than the master's, as `KMP_AFFINITY` / `GOMP_CPU_AFFINITY`
@@ -17,7 +17,8 @@ import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+
+import psutil
 
 ROLES = (
     "model thread (OpenMP master)",
@@ -26,7 +27,6 @@ ROLES = (
     "other vLLM processes",
     "frontend (AsyncLLM)",
 )
-PROC = Path("/proc")
 
 
 @dataclass(frozen=True)
@@ -39,41 +39,20 @@ class ThreadTime:
     cores: frozenset[int]
 
 
-def parse_cores(text: str) -> frozenset[int]:
-    """A `Cpus_allowed_list` value ("0-1,3") as a set of cores (pure)."""
-    out: set[int] = set()
-    for part in text.strip().split(","):
-        if part:
-            low, _, high = part.partition("-")
-            out.update(range(int(low), int(high or low) + 1))
-    return frozenset(out)
-
-
-def _thread(pid: int, task: Path, tick: int) -> ThreadTime | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        allowed = next(
-            line.split(":", 1)[1]
-            for line in (task / "status").read_text().splitlines()
-            if line.startswith("Cpus_allowed_list")
-        )
-        return ThreadTime(
-            pid, int(task.name), (int(fields[11]) + int(fields[12])) / tick, parse_cores(allowed)
-        )
-    return None
+def _threads(pid: int) -> list[ThreadTime]:
+    out = []
+    with contextlib.suppress(psutil.Error):
+        for t in psutil.Process(pid).threads():
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
+                out.append(
+                    ThreadTime(pid, t.id, t.user_time + t.system_time, frozenset(os.sched_getaffinity(t.id)))
+                )
+    return out
 
 
 def snapshot(pids: Iterable[int]) -> list[ThreadTime]:
     """Every live thread of `pids` (threads or processes that are gone are left out)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: list[ThreadTime] = []
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for task in (PROC / str(pid) / "task").iterdir():
-                found = _thread(pid, task, tick)
-                if found is not None:
-                    out.append(found)
-    return out
+    return [thread for pid in pids for thread in _threads(pid)]
 
 
 def role(thread: ThreadTime, frontend: int, model: int, master_cores: frozenset[int]) -> str:

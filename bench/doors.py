@@ -46,6 +46,7 @@ from bench.clients import DirectClient, grpc_call, openai_call
 from bench.load import Call, Cell, Runner, Sample, SuiteRun, closed_loop, summarize
 from bench.profile import profile_gateway
 from bench.systems import Gateway, engine_config, engine_yaml, gateway
+from serving.config import VariantConfig
 from serving.engines.cpu import cpu_flags, resolve_dtype
 from serving.engines.vllm_server import (
     ServerProcess,
@@ -53,6 +54,7 @@ from serving.engines.vllm_server import (
     running_server,
     server_command,
     server_env,
+    variant_env,
     wait_healthy,
 )
 
@@ -152,36 +154,24 @@ async def _servers(model: str, workdir: Path) -> AsyncIterator[tuple[ServerProce
     engine = engine_config("0-1")  # the other systems' engine settings, which the servers follow
     dtype = resolve_dtype(engine.dtype, model, cpu_flags())
     bare_env = server_env("0-1", preload=engine.preload)
-    variant = server_env(
-        "0-1",
-        preload=engine.preload,
-        compile_cache=engine.aot_compile,
-        fused_kernels=engine.fused_kernels,
-        executor=engine.executor,
-    )
-    ports = [free_port()]
-    while len(ports) < 2:
-        ports += [p for p in [free_port()] if p not in ports]
+    as_deployed = variant_env(VariantConfig(name="dense", model=model, engine=engine))
+    bare_port = free_port()
+    while (variant_port := free_port()) == bare_port:  # neither server has bound its port yet
+        pass
     async with contextlib.AsyncExitStack() as stack:
-        started = [
-            await stack.enter_async_context(
-                running_server(
-                    server_command(model, "dense", port, dtype=dtype, max_model_len=1024, kv_cache_gib=1.0),
-                    env,
-                    workdir / log,
-                    port,
-                    wait=False,
-                )
-            )
-            for port, env, log in zip(
-                ports, (bare_env, variant), ("vllm-serve.log", "variant-serve.log"), strict=True
-            )
-        ]
+        started = []
+        for port, env, log in (
+            (bare_port, bare_env, "vllm-serve.log"),
+            (variant_port, as_deployed, "variant-serve.log"),
+        ):
+            command = server_command(model, "dense", port, dtype=dtype, max_model_len=1024, kv_cache_gib=1.0)
+            server = running_server(command, env, workdir / log, port, wait=False)
+            started.append(await stack.enter_async_context(server))
         yield started[0], started[1]
 
 
 async def run_doors(run: SuiteRun) -> dict[str, Any]:
-    """Starts the three engines (concurrently), measures the grid, stops everything."""
+    """Starts the four engines (concurrently), measures the grid, stops everything."""
     model, workdir, max_tokens, log = run.model, run.workdir, run.max_tokens, run.log
     async with contextlib.AsyncExitStack() as stack:
         server, variant = await stack.enter_async_context(_servers(model, workdir))

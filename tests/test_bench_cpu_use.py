@@ -14,19 +14,12 @@ from bench.cpu_use import (
     cores_used,
     cpu_use_lines,
     median_use,
-    parse_cores,
     role,
     snapshot,
 )
 
 FRONTEND, MODEL = 100, 200
 MASTER, TEAM, OTHER, VLLM, FRONT = ROLES
-
-
-def test_allowed_core_lists_parse_ranges_and_singles() -> None:
-    assert parse_cores("0-1") == {0, 1}
-    assert parse_cores("1") == {1}
-    assert parse_cores("0,2-4,7\n") == {0, 2, 3, 4, 7}
 
 
 @pytest.mark.parametrize(
