@@ -150,6 +150,12 @@ class DirectClient:
         answer = await self._ask({"concurrency": concurrency, "total": total, "max_tokens": max_tokens})
         return [Sample(**s) for s in answer["samples"]], float(answer["seconds"])
 
+    async def run_for(self, concurrency: int, seconds: float, max_tokens: int) -> tuple[list[Sample], float]:
+        """A closed loop that starts requests for `seconds` (load beside another cell)."""
+        ask = {"concurrency": concurrency, "seconds": seconds, "max_tokens": max_tokens}
+        answer = await self._ask(ask)
+        return [Sample(**s) for s in answer["samples"]], float(answer["seconds"])
+
     async def answers(self, max_tokens: int) -> list[list[int]]:
         """The engine's greedy answers to `bench.load.PROMPTS`, as token ids."""
         answer = await self._ask({"answers": True, "max_tokens": max_tokens})

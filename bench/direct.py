@@ -5,7 +5,7 @@ gateway's in-process engine (`bench.systems.engine_config`, where SETTING is one
 `dtype`, `fused_kernels` and `executor`), freezes its start-up heap as `vllm serve`
 and `driftgate serve` do (`serving.gcwatch`), prints `{"ready_s": …}`, then answers each JSON
 line on stdin with one JSON line: `{"concurrency", "total", "max_tokens"}` with the samples of a
-closed-loop run, `{"answers": true, "max_tokens"}` with the greedy answers' token ids to
+closed-loop run (`"seconds"` instead of `"total"`: a run that starts requests for that long), `{"answers": true, "max_tokens"}` with the greedy answers' token ids to
 `bench.load.PROMPTS` (`{"token_ids": [...]}`). It exits when stdin closes.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from bench.clients import samples_json
-from bench.load import PROMPTS, Call, Sample, closed_loop
+from bench.load import PROMPTS, Call, Sample, closed_loop, closed_loop_until
 
 SETTINGS = ("preload", "dtype", "fused_kernels", "executor")
 """The engine settings `bench.direct` takes (keyword arguments of `bench.systems.engine_config`)."""
@@ -75,9 +75,13 @@ async def _answer(llm: Any, ask: dict[str, Any]) -> str:
     max_tokens = int(ask["max_tokens"])
     if ask.get("answers"):
         return json.dumps({"token_ids": await greedy_answers(llm, PROMPTS, max_tokens)})
-    samples, seconds = await closed_loop(
-        _direct_call(llm, max_tokens), int(ask["concurrency"]), int(ask["total"])
-    )
+    call = _direct_call(llm, max_tokens)
+    if "seconds" in ask:  # load for a while, beside another system's cell
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(float(ask["seconds"]), stop.set)
+        samples, seconds = await closed_loop_until(call, int(ask["concurrency"]), stop)
+    else:
+        samples, seconds = await closed_loop(call, int(ask["concurrency"]), int(ask["total"]))
     return samples_json(samples, seconds)
 
 

@@ -78,6 +78,22 @@ async def closed_loop(call: Call, concurrency: int, total: int) -> tuple[list[Sa
     return samples, time.perf_counter() - start
 
 
+async def closed_loop_until(call: Call, concurrency: int, stop: asyncio.Event) -> tuple[list[Sample], float]:
+    """Runs calls with `concurrency` workers until `stop` is set (each worker then finishes the call
+    it is in); returns the samples and the wall seconds. Load beside a measured cell."""
+    samples: list[Sample] = []
+
+    async def worker(first: int) -> None:
+        i = first
+        while not stop.is_set():
+            samples.append(await call(PROMPTS[i % len(PROMPTS)]))
+            i += concurrency
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return samples, time.perf_counter() - start
+
+
 def pct(xs: Sequence[float], q: float) -> float:
     """The q-quantile (nearest rank) of `xs`; NaN when empty."""
     if not xs:

@@ -1,25 +1,43 @@
 """What mirroring costs the primary: one gateway, the dense primary on core 0 and a dense twin
 shadow on core 1 (as configs/demo.yaml binds them), the shadow's sample rate switched between 0
-and 1 at run time (`SetTraffic`, the admin call a rollout controller uses), the two settings
+and 1 at run time (`SetTraffic`, the admin call a rollout controller uses), the settings
 interleaved and repeated.
+
+Three more systems break the cost down. Each keeps mirroring off and puts other work on core 1
+for the whole of the primary's cell:
+
+| system | on core 1, beside the primary |
+| --- | --- |
+| neighbour-read | a process that only reads memory (`bench.contention`, one thread) |
+| neighbour-asyncllm | an AsyncLLM of the same model in its own process, under the same load |
+| neighbour-twin | the twin itself, under the same load sent to it by name through the gateway |
+| mirroring-on | the twin, sent a copy of every request, then scoring and comparing it |
+
+So neighbour-asyncllm / off is what a second engine decoding on the other core costs with no
+gateway involved, neighbour-twin adds the gateway's process handling its stream, and mirroring-on
+adds the copies' scoring and comparison.
 
 Besides the primary's figures, each cell records the CPU seconds per request of the gateway
 process itself (routing, gRPC, vLLM's output processing and detokenization for both engines, the
-comparison) and of its engine-core children, which is where the remaining cost comes from when the
-machine has no core left for the gateway.
+comparison) and of its engine-core children.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
-from bench.clients import grpc_call
+from bench.clients import DirectClient, grpc_call
+from bench.contention import rates
 from bench.doors import requests_for
-from bench.load import Cell, SuiteRun, closed_loop, summarize
+from bench.load import Call, Cell, SuiteRun, closed_loop, closed_loop_until, summarize
 from bench.systems import Gateway, engine_yaml, gateway
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 
@@ -100,41 +118,130 @@ def _cpu_row(
     }
 
 
+SYSTEMS = ("mirroring-off", "mirroring-on", "neighbour-read", "neighbour-asyncllm", "neighbour-twin")
+"""The mirror suite's systems; the first is every ratio's baseline."""
+RAMP_S = 1.0
+"""How long a neighbour's load runs before the primary's cell starts."""
+
+
+@dataclass
+class _Bench:
+    """What every cell of the suite uses."""
+
+    gw: Gateway
+    direct: DirectClient
+    call: Call
+    twin: Call
+    max_tokens: int
+    estimate_s: dict[int, float] = field(default_factory=dict)
+    """Seconds of a mirroring-off cell at each concurrency: a neighbour runs 1.5 times as long."""
+    neighbours: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _beside_read(seconds: float) -> AsyncGenerator[dict[str, Any], None]:
+    ready = threading.Event()
+    task = asyncio.create_task(asyncio.to_thread(rates, "read", [1], seconds, ready))
+    await asyncio.to_thread(ready.wait, 120)
+    yield {}
+    got = await task
+    yield {"read_gb_s": got[1] / 1e9}
+
+
+async def _beside_loop(
+    task: asyncio.Task[Any], stop: asyncio.Event | None
+) -> AsyncGenerator[dict[str, Any], None]:
+    await asyncio.sleep(RAMP_S)
+    yield {}
+    if stop is not None:
+        stop.set()
+    samples, seconds = await task
+    yield {"tok_s": sum(s.tokens for s in samples) / seconds, "requests": len(samples)}
+
+
+@contextlib.asynccontextmanager
+async def _neighbour(b: _Bench, system: str, c: int) -> AsyncIterator[dict[str, Any]]:
+    """Runs `system`'s neighbour on core 1 for the whole block; the yielded dict gets its figures."""
+    seconds = 1.5 * b.estimate_s.get(c, 30.0) + 2 * RAMP_S
+    stop = asyncio.Event()
+    if system == "neighbour-read":
+        steps = _beside_read(seconds)
+    elif system == "neighbour-asyncllm":
+        steps = _beside_loop(asyncio.create_task(b.direct.run_for(c, seconds, b.max_tokens)), None)
+    elif system == "neighbour-twin":
+        steps = _beside_loop(asyncio.create_task(closed_loop_until(b.twin, c, stop)), stop)
+    else:
+        yield {}
+        return
+    figures: dict[str, Any] = {}
+    await anext(steps)
+    try:
+        yield figures
+    finally:
+        stop.set()
+        figures.update(await anext(steps))
+        await steps.aclose()
+
+
+async def _warm_up(b: _Bench, concurrencies: list[int]) -> int:
+    """Both rates, the pinned twin and the neighbour AsyncLLM once; each concurrency's cell time."""
+    sent = 0
+    for rate in (0.0, 1.0):
+        await b.gw.set_sample_rate("twin", rate)
+        await closed_loop(b.call, 4, 8)
+        sent += 8 if rate else 0
+        await _settled(b.gw, sent)
+    await b.gw.set_sample_rate("twin", 0.0)
+    await closed_loop(b.twin, 4, 8)
+    await b.direct.run(4, 8, b.max_tokens)
+    for c in concurrencies:
+        _, b.estimate_s[c] = await closed_loop(b.call, c, requests_for(c))
+    return sent
+
+
+def _order(rep: int, index: int) -> tuple[str, ...]:
+    """The systems in an order that rotates between repeats and concurrencies."""
+    k = (rep + index) % len(SYSTEMS)
+    return SYSTEMS[k:] + SYSTEMS[:k]
+
+
 async def run_mirroring(run: SuiteRun) -> dict[str, Any]:
-    """Starts the gateway with a twin shadow, measures the grid with mirroring off and on."""
-    concurrencies, max_tokens, log = run.concurrencies, run.max_tokens, run.log
+    """Starts the gateway with a twin shadow and a neighbour AsyncLLM on core 1, measures the grid."""
+    concurrencies, log = list(run.concurrencies), run.log
     cells: list[Cell] = []
     cpu: list[dict[str, Any]] = []
-    async with gateway(_variants(run.model), run.workdir, "gateway-mirror") as gw:
-        started = await gw.wait_ready()
-        log(f"  started: gateway with primary + twin shadow {started:.0f} s")
+    async with contextlib.AsyncExitStack() as stack:
+        gw = await stack.enter_async_context(gateway(_variants(run.model), run.workdir, "gateway-mirror"))
+        direct = await DirectClient.start(run.model, "1", run.workdir / "mirror-neighbour.log")
+        stack.push_async_callback(direct.stop)
+        started, neighbour_s = await asyncio.gather(gw.wait_ready(), direct.ready())
+        log(
+            f"  started: gateway with primary + twin shadow {started:.0f} s, neighbour AsyncLLM {neighbour_s:.0f} s"
+        )
         proc = psutil.Process(gw.process.pid)
-        call = grpc_call(gw.stub, max_tokens)
-        sent = 0
-        for rate in (0.0, 1.0):  # warm-up, both ways
-            await gw.set_sample_rate("twin", rate)
-            await closed_loop(call, 4, 8)
-            sent += 8 if rate else 0
-            await _settled(gw, sent)
+        twin = grpc_call(gw.stub, run.max_tokens, "twin")
+        b = _Bench(gw, direct, grpc_call(gw.stub, run.max_tokens), twin, run.max_tokens)
+        sent = await _warm_up(b, concurrencies)
         idle = await _idle_rates(proc)
         for rep in range(run.repeats):
-            for c in concurrencies:
-                for rate in (0.0, 1.0) if (rep + c) % 2 == 0 else (1.0, 0.0):
-                    await gw.set_sample_rate("twin", rate)
+            for index, c in enumerate(concurrencies):
+                for system in _order(rep, index):
+                    await gw.set_sample_rate("twin", 1.0 if system == "mirroring-on" else 0.0)
                     before, t0 = _cpu(proc), time.perf_counter()
-                    samples, seconds = await closed_loop(call, c, requests_for(c))
-                    sent += len(samples) if rate else 0
+                    async with _neighbour(b, system, c) as beside:
+                        samples, seconds = await closed_loop(b.call, c, requests_for(c))
+                    sent += len(samples) if system == "mirroring-on" else 0
                     await _settled(gw, sent)
                     after, window = _cpu(proc), time.perf_counter() - t0
-                    system = "mirroring-on" if rate else "mirroring-off"
                     cell = summarize(system, c, rep, samples, seconds)
                     cells.append(cell)
                     used = (after[0] - before[0], after[1] - before[1])
                     cpu.append(_cpu_row(system, c, rep, len(samples), used, window, idle))
+                    if beside:
+                        b.neighbours.append({"system": system, "concurrency": c, "repeat": rep, **beside})
                     log(
-                        f"  r{rep} c={c:<2} {system:<14} {cell.tokens_per_s:7.1f} tok/s  "
+                        f"  r{rep} c={c:<2} {system:<18} {cell.tokens_per_s:7.1f} tok/s  "
                         f"ttft p50 {cell.ttft_p50_s * 1e3:6.1f} ms  e2e p50 {cell.latency_p50_s * 1e3:7.1f} ms  "
-                        f"gateway {cpu[-1]['gateway_cores']:.3f} cores"
+                        f"{' '.join(f'{k} {v:.1f}' for k, v in beside.items())}"
                     )
         outcomes = await _outcomes(gw)
     return {
@@ -142,5 +249,6 @@ async def run_mirroring(run: SuiteRun) -> dict[str, Any]:
         "idle_cores": {"gateway": idle[0], "engines": idle[1]},
         "cells": [c.as_dict() for c in cells],
         "cpu": cpu,
+        "neighbours": b.neighbours,
         "shadow_outcomes": outcomes,
     }

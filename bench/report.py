@@ -122,13 +122,19 @@ def added_server_lines(records: Sequence[dict[str, Any]]) -> list[str]:
 def mirror_tables(result: dict[str, Any]) -> list[str]:
     cells = cells_of(result)
     lines = [*figures_table(cells), ""]
-    lines.append("| on / off (paired) | c | TTFT p50 | e2e p50 | tok/s |")
+    lines.append("| primary, system / mirroring-off (paired) | c | TTFT p50 | e2e p50 | tok/s |")
     lines.append("| --- | --- | --- | --- | --- |")
-    ttft = paired_ratios(cells, "ttft_p50_s", "mirroring-on", "mirroring-off")
-    p50 = paired_ratios(cells, "latency_p50_s", "mirroring-on", "mirroring-off")
-    tps = paired_ratios(cells, "tokens_per_s", "mirroring-on", "mirroring-off")
-    for c in sorted(ttft):
-        lines.append(f"| mirroring | {c} | {_s(ttft[c], 1, 3)} | {_s(p50[c], 1, 3)} | {_s(tps[c], 1, 3)} |")
+    systems = sorted({cell.system for cell in cells} - {"mirroring-off"}, key=_mirror_order)
+    for system in systems:
+        ttft, p50, tps = (
+            paired_ratios(cells, figure, system, "mirroring-off")
+            for figure in ("ttft_p50_s", "latency_p50_s", "tokens_per_s")
+        )
+        for c in sorted(ttft):
+            lines.append(
+                f"| {system} | {c} | {_s(ttft[c], 1, 3)} | {_s(p50[c], 1, 3)} | {_s(tps[c], 1, 3)} |"
+            )
+    lines += neighbour_lines(result.get("neighbours", []))
     lines += [
         "",
         "| CPU (median) | c | gateway cores | engine cores | gateway ms/request, net of idle |",
@@ -151,6 +157,49 @@ def mirror_tables(result: dict[str, Any]) -> list[str]:
             "",
             f"Idle (no load): gateway {idle['gateway']:.3f} cores, engines {idle['engines']:.3f} cores.",
         ]
+    return lines
+
+
+MIRROR_SYSTEMS = ("mirroring-on", "neighbour-read", "neighbour-asyncllm", "neighbour-twin")
+
+
+def _mirror_order(system: str) -> tuple[int, str]:
+    return (MIRROR_SYSTEMS.index(system) if system in MIRROR_SYSTEMS else len(MIRROR_SYSTEMS), system)
+
+
+def neighbour_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """What each neighbour did on core 1 during the primary's cells (medians over repeats)."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["system"], row["concurrency"]), []).append(row)
+    if not groups:
+        return []
+    lines = ["", "| neighbour on core 1 (median) | c | its load |", "| --- | --- | --- |"]
+    for (system, c), group in sorted(groups.items(), key=lambda kv: (kv[0][1], _mirror_order(kv[0][0]))):
+        if "read_gb_s" in group[0]:
+            load = f"reads {spread([r['read_gb_s'] for r in group]).median:.1f} GB/s"
+        else:
+            load = f"decodes {spread([r['tok_s'] for r in group]).median:.1f} tok/s"
+        lines.append(f"| {system} | {c} | {load} |")
+    return lines
+
+
+def contention_lines(result: dict[str, Any]) -> list[str]:
+    """Each core's rate alone and with every core busy, per kind: medians [min–max] over rounds."""
+    cores = result["cores"]
+    lines = [
+        "| kind | core | alone | all cores at once | at once / alone |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kind, unit in (("read", "GB/s"), ("compute", "Gflop/s")):
+        rounds = [r for r in result["rounds"] if r["kind"] == kind]
+        for i, core in enumerate(cores):
+            alone = spread([r["alone"][i] / 1e9 for r in rounds])
+            both = spread([r["both"][i] / 1e9 for r in rounds])
+            ratio = spread([r["ratios"][i] for r in rounds])
+            lines.append(
+                f"| {kind} | {core} | {_s(alone, 1, 1)} {unit} | {_s(both, 1, 1)} {unit} | {_s(ratio, 1, 3)} |"
+            )
     return lines
 
 

@@ -1,10 +1,12 @@
 """`driftgate bench`: runs the chosen suites in one process run and writes `bench.json`,
 `bench.md` and PNG plots into the report directory.
 
-Suites: `roofline` (bandwidth, measured first on an idle box), `step` (where a single-stream
+Suites: `roofline` (bandwidth, measured first on an idle box), `contention` (what one core's memory
+reads and compute cost the other core), `step` (where a single-stream
 decode step's time goes, two threads vs one), `wire` (each door's delay from
 an engine's output to the client against a bare server, on a tick engine), `doors` (gateway cost: AsyncLLM,
-vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on),
+vllm serve, driftgate in-process and remote, gRPC and HTTP), `mirror` (mirroring off vs on, and a
+neighbour's load on the shadow's core instead),
 `variants` (each demo variant in the gateway vs bare AsyncLLM), `preload` (tcmalloc and Intel
 OpenMP preloaded into the engine, vLLM's CPU advice), `dtype` (bfloat16 vs float32), `nice` (the
 in-process gateway with its engine at a lower CPU priority), `startup` (cold and warm start of the demo
@@ -35,6 +37,7 @@ from bench.wire_run import wire_lines
 
 SUITES = (
     "roofline",
+    "contention",
     "step",
     "wire",
     "doors",
@@ -51,10 +54,11 @@ SUITES = (
 )
 SUITE_DOCS = {
     "roofline": "read bandwidth and the single-stream decode roofline",
+    "contention": "memory reads and vector compute on one core alone vs both cores at once",
     "step": "AsyncLLM at c=1 on cores 0-1, on core 1 and with executor mp; its decode step by part (py-spy)",
     "wire": "each door's delay from engine output to client vs a bare server (tick engine, no vLLM)",
     "doors": "AsyncLLM, vllm serve, driftgate in-process and remote, gRPC and HTTP",
-    "mirror": "one twin shadow, sample rate 0 vs 1",
+    "mirror": "one twin shadow, sample rate 0 vs 1, and neighbours on its core instead",
     "variants": "every demo variant in the gateway vs bare AsyncLLM",
     "preload": "AsyncLLM with tcmalloc / Intel OpenMP preloaded vs vLLM's default",
     "dtype": "AsyncLLM serving the model in bfloat16 vs float32, speed and greedy answers",
@@ -119,6 +123,9 @@ def markdown(result: dict[str, Any]) -> str:
         out += ["", f"**Suite {name} failed**: {error} (see logs/ in the report directory)"]
     if "roofline" in result:
         out += ["", "## Roofline", "", *report.roofline_lines(result["roofline"], result.get("doors"))]
+    if "contention" in result:
+        out += ["", "## One core's work against the other's (one thread per core)", ""]
+        out += report.contention_lines(result["contention"])
     if "step" in result:
         out += ["", "## The single-stream decode step (AsyncLLM, c=1)", ""]
         out += step_lines(result["step"], result.get("roofline"))
@@ -192,6 +199,7 @@ def _suite_runners(
     max_tokens: int,
     log: Callable[[str], None],
 ) -> dict[str, Callable[[], Awaitable[Any]]]:
+    from bench.contention import run_contention
     from bench.doors import run_doors
     from bench.mirroring import run_mirroring
     from bench.nice import run_nice
@@ -217,6 +225,7 @@ def _suite_runners(
 
     return {
         "roofline": lambda: asyncio.to_thread(roofline, model),
+        "contention": lambda: asyncio.to_thread(run_contention, repeats, log),
         "step": lambda: run_step(run),
         "wire": lambda: run_wire(logs, concurrencies, repeats, log),
         "doors": lambda: run_doors(run),

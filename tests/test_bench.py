@@ -94,6 +94,11 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
         for r in (0, 1, 2)
     ]
     mirror = [_cell(s, 1, r, 50.0, 1.0) for s in ("mirroring-off", "mirroring-on") for r in (0, 1, 2)]
+    mirror += [_cell("neighbour-asyncllm", 1, r, 40.0, 1.0) for r in (0, 1, 2)]
+    neighbours = [
+        {"system": "neighbour-asyncllm", "concurrency": 1, "repeat": r, "tok_s": 44.0 + r, "requests": 9}
+        for r in (0, 1, 2)
+    ] + [{"system": "neighbour-read", "concurrency": 1, "repeat": 0, "read_gb_s": 25.0}]
     cpu = [
         {
             "system": s,
@@ -131,6 +136,14 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
             "cells": [c.as_dict() for c in mirror],
             "cpu": cpu,
             "idle_cores": {"gateway": 0.03, "engines": 0.1},
+            "neighbours": neighbours,
+        },
+        "contention": {
+            "cores": [0, 1],
+            "rounds": [
+                {"repeat": 0, "kind": k, "alone": [2e10, 3e10], "both": [1e10, 1.5e10], "ratios": [0.5, 0.5]}
+                for k in ("read", "compute")
+            ],
         },
         "compress": [{"recipe": "gptq-w4a16", "wall_s": 30.0, "ratio_vs_source": 0.4}],
         "preload": {
@@ -181,6 +194,7 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
     text = markdown(result)
     headings = (
         "## Roofline",
+        "## One core's work against the other's",
         "## Gateway cost",
         "## Mirroring",
         "## Engine preloads",
@@ -207,6 +221,12 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
     assert "| driftgate-grpc / asyncllm-direct | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] |" in text
     assert "0.50 of the roofline" in text  # tpot 0.02 s -> 50 tok/s of 100
     assert "| mirroring-on | 1 | 0.050 | 1.70 | 4.0 |" in text
+    assert (
+        "| neighbour-asyncllm | 1 | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] | 0.800 [0.800–0.800] |" in text
+    )
+    assert "| neighbour-asyncllm | 1 | decodes 45.0 tok/s |" in text
+    assert "| neighbour-read | 1 | reads 25.0 GB/s |" in text
+    assert "| read | 1 | 30.0 [30.0–30.0] GB/s | 15.0 [15.0–15.0] GB/s | 0.500 [0.500–0.500] |" in text
     # Each dtype against its own roofline: 20 GB/s over 1e8 parameters x 2 or x 4 bytes.
     assert "dtype-bfloat16, c=1: decode 50.0 tok/s = 0.50 of the roofline" in text
     assert "dtype-float32, c=1: decode 50.0 tok/s = 1.00 of the roofline" in text

@@ -87,3 +87,15 @@ async def test_vllm_bench_serve_runs_against_the_http_door(app: Any, tmp_path: P
     result = json.loads((tmp_path / "result.json").read_text())
     assert (result["completed"], result["failed"]) == (n, 0), result["errors"]
     assert result["output_lens"] == [out_len] * n and result["total_output_tokens"] == n * out_len
+
+
+async def test_bench_direct_loads_for_a_while_when_asked_for_seconds(dense_engine: Engine) -> None:
+    """The mirror suite's neighbour AsyncLLM: `{"seconds"}` instead of `{"total"}` starts requests
+    until the time is up, each answered in full."""
+    from bench.direct import _answer
+
+    line = await _answer(dense_engine._llm, {"concurrency": 2, "seconds": 1.0, "max_tokens": 8})  # type: ignore[attr-defined]
+    answer = json.loads(line)
+    samples = answer["samples"]
+    assert len(samples) >= 2 and all(s["ok"] and s["tokens"] == 8 for s in samples)
+    assert answer["seconds"] >= 1.0
