@@ -23,7 +23,7 @@ from serving.errors import GatewayError, InvalidArgument, NotFound, ResourceExha
 from serving.gate.book import GateBook
 from serving.gate.judge import judge
 from serving.gate.verdict import VariantVerdict
-from serving.generation import Accumulator, stream_generation
+from serving.generation import Accumulator, stream_generation, whole_answer
 from serving.mirror import AnswerHook, Mirror, MirrorJob
 from serving.requests import ChatMessage, GenerateCall, check_input, sampling_spec
 from serving.routing import route
@@ -203,6 +203,8 @@ class Gateway:
             sampling = sampling_spec(
                 call, len(ids), engine.max_model_len, self.config.generation, self.config.limits
             )
+            if unary:  # nobody reads this answer token by token
+                sampling = whole_answer(sampling)
             job = self.mirror.start(prompt, sampling) if variant.role is Role.PRIMARY else None
             acc = Accumulator()
             logprobs = self.mirror.logprobs if job else None

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from serving import drift
 from serving.config import VariantConfig
@@ -110,6 +110,17 @@ async def stream_generation(
         )
 
 
+def whole_answer(sampling: SamplingSpec) -> SamplingSpec:
+    """`sampling` for a caller that reads only the whole answer (a unary reply, a shadow's copy, a
+    probe), as vLLM's server asks for a request that does not stream: the engine sends the first
+    token as soon as it is made (so TTFT is still measured), then the rest in one chunk at the end,
+    instead of waking the gateway for every token. Inter-token latency is then the mean gap of
+    that rest."""
+    if sampling.stream_interval >= sampling.max_tokens:
+        return sampling
+    return replace(sampling, stream_interval=sampling.max_tokens)
+
+
 async def run_generation(
     engine: Engine,
     variant: VariantConfig,
@@ -119,9 +130,10 @@ async def run_generation(
     request_id: str,
     logprobs: int | None = None,
 ) -> Generated:
-    """Runs a generation to its end and returns it."""
+    """Runs a generation to its end and returns it (the engine sends the answer in two chunks,
+    `whole_answer`)."""
     acc = Accumulator()
-    stream = stream_generation(engine, variant, prompt, sampling, sink, request_id, logprobs)
+    stream = stream_generation(engine, variant, prompt, whole_answer(sampling), sink, request_id, logprobs)
     async with aclosing(stream) as chunks:
         async for chunk in chunks:
             acc.add(chunk)

@@ -42,6 +42,8 @@ class GenerateCall:
     """Where the request came in: grpc | http | internal (labels the gateway's added latency)."""
     received_at: float | None = None
     """`time.perf_counter()` when the door received it (default: when the gateway did)."""
+    stream_interval: int | None = None
+    """Tokens per streamed chunk after the first (vLLM's `stream_interval`); unset: every token."""
 
 
 def _utf8_len(text: str) -> int:
@@ -71,6 +73,10 @@ def check_input(call: GenerateCall, g: GenerationConfig, limits: LimitsConfig) -
         raise InvalidArgument(f"stop: each string at most {limits.max_stop_bytes} bytes")
     if call.max_tokens is not None and not 1 <= call.max_tokens <= limits.max_tokens:
         raise InvalidArgument(f"max_tokens must be in [1, {limits.max_tokens}], got {call.max_tokens}")
+    if call.stream_interval is not None and not 1 <= call.stream_interval <= limits.max_tokens:
+        raise InvalidArgument(
+            f"stream_interval must be in [1, {limits.max_tokens}], got {call.stream_interval}"
+        )
     if call.ignore_eos and not limits.allow_ignore_eos:
         raise InvalidArgument("ignore_eos is turned off on this gateway (limits.allow_ignore_eos)")
 
@@ -102,4 +108,5 @@ def sampling_spec(
         seed=call.seed,
         stop=tuple(call.stop),
         ignore_eos=call.ignore_eos,
+        stream_interval=call.stream_interval or 1,
     )

@@ -53,6 +53,30 @@ async def test_stream_text_equals_unary_text(stub: pb_grpc.GatewayStub) -> None:
     )
 
 
+async def test_stream_interval_sends_fewer_chunks_with_the_same_answer(
+    app: App, stub: pb_grpc.GatewayStub
+) -> None:
+    """GenerateStream's stream_interval (vLLM's): the first token at once, then every 5 tokens and
+    the rest at the end. A unary answer is asked for whole (first token, then the rest) and still
+    has its TTFT recorded."""
+    every = pb.GenerateRequest(prompt=COUNT, max_tokens=12, ignore_eos=True)
+    one_by_one = [c async for c in stub.GenerateStream(every)]
+    batched_req = pb.GenerateRequest(prompt=COUNT, max_tokens=12, ignore_eos=True, stream_interval=5)
+    batched = [c async for c in stub.GenerateStream(batched_req)]
+    assert "".join(c.text for c in batched) == "".join(c.text for c in one_by_one)
+    assert len(one_by_one) == 12 and len(batched) == 4  # 1, 5, 5 tokens, then the last with the summary
+    assert batched[-1].completion_tokens == 12 and batched[-1].finished
+    ttft = {"variant": "dense", "role": "primary"}
+    before = _sample(app, "driftgate_time_to_first_token_seconds_count", ttft)
+    reply = await stub.Generate(every)
+    assert reply.text == "".join(c.text for c in one_by_one)
+    assert _sample(app, "driftgate_time_to_first_token_seconds_count", ttft) == before + 1
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        _ = [c async for c in stub.GenerateStream(pb.GenerateRequest(prompt=COUNT, stream_interval=0))]
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "stream_interval must be in" in (info.value.details() or "")
+
+
 async def test_health_is_serving(app: App) -> None:
     async with grpc.aio.insecure_channel(app.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)

@@ -205,3 +205,25 @@ async def test_the_primary_gets_the_ids_the_gateway_tokenized_once() -> None:
     await gateway.generate(GenerateCall(prompt="the capital of France is"))
     assert engine.ids == [(100, 101, 102, 103, 104)]  # encode_prompt's ids, not re-derived
     assert engine.encoded_before_generate == 1  # the gateway tokenized once, for the length check
+
+
+async def test_only_a_streamed_answer_is_asked_for_token_by_token() -> None:
+    """A unary reply and a shadow's copy are read whole: the engine is asked for the first token and
+    then the rest in one chunk (vLLM's stream_interval = max_tokens); a stream gets what it asked."""
+    gateway, engines, _ = _gateway(
+        VariantConfig(name="dense"), VariantConfig(name="shadow", role=Role.SHADOW, sample_rate=1.0)
+    )
+    await gateway.generate(GenerateCall(prompt="unary", max_tokens=40))
+    await gateway.mirror.drain()
+    assert engines["dense"].samplings[-1].stream_interval == 40
+    assert engines["shadow"].samplings[-1].stream_interval == 40
+    events = [e async for e in gateway.stream(GenerateCall(prompt="streamed", max_tokens=40))]
+    assert events[-1].final is not None and engines["dense"].samplings[-1].stream_interval == 1
+    await gateway.mirror.drain()
+    assert engines["shadow"].samplings[-1].stream_interval == 40  # its copy is still read whole
+    async for _ in gateway.stream(GenerateCall(prompt="every 4", max_tokens=40, stream_interval=4)):
+        pass
+    assert engines["dense"].samplings[-1].stream_interval == 4
+    for bad in (0, 10**9):
+        with pytest.raises(InvalidArgument, match="stream_interval must be in"):
+            await gateway.generate(GenerateCall(prompt="hi", stream_interval=bad))

@@ -21,6 +21,9 @@ class SamplingSpec:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     """Go on past the end-of-sequence token, up to max_tokens (or a stop string)."""
+    stream_interval: int = 1
+    """Tokens per chunk after the first (vLLM's `stream_interval`): the first chunk and the last
+    come as soon as they are made, the rest every this many tokens; 1 sends every token."""
 
 
 @dataclass(frozen=True)

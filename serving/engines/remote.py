@@ -260,6 +260,8 @@ class RemoteEngine:
             body["seed"] = sampling.seed
         if sampling.ignore_eos:
             body["ignore_eos"] = True  # vLLM's extension of the OpenAI API
+        if sampling.stream_interval > 1:
+            body["stream_interval"] = sampling.stream_interval  # vLLM's extension, per request
         if logprobs is not None:
             body["logprobs"] = logprobs
             body["return_tokens_as_token_ids"] = True

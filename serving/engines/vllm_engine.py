@@ -299,6 +299,7 @@ class VllmEngine:
             ignore_eos=sampling.ignore_eos,
             logprobs=logprobs,
             output_kind=RequestOutputKind.DELTA,
+            stream_interval=sampling.stream_interval if sampling.stream_interval > 1 else None,
             **extra,
         )
 

@@ -38,6 +38,7 @@ def to_call(req: pb.GenerateRequest) -> GenerateCall:
         request_id=req.request_id,
         messages=tuple(ChatMessage(m.role, m.content) for m in req.messages),
         ignore_eos=req.ignore_eos,
+        stream_interval=req.stream_interval if req.HasField("stream_interval") else None,
         caller=CALLER.get(),
         door="grpc",
         received_at=received,

@@ -50,6 +50,8 @@ class _Sampling(_Request):
     """vLLM's extension (`vllm bench serve --ignore-eos` sends it): generate up to max_tokens."""
     repetition_penalty: float | None = None
     """vLLM's extension; `vllm bench serve` sends 1.0 (neutral), the only value accepted."""
+    stream_interval: int | None = None
+    """vLLM's extension: tokens per streamed chunk after the first (ignored without `stream`)."""
 
     @field_validator("stop", mode="before")
     @classmethod

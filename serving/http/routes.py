@@ -154,6 +154,7 @@ class OpenAIDoor:
             seed=req.seed,
             stop=req.stops(),
             ignore_eos=bool(req.ignore_eos),
+            stream_interval=req.stream_interval,
             variant=variant,
             request_id=self._request_id(request, req.user),
             caller=caller,

@@ -40,6 +40,7 @@ from serving.config import Config
 from serving.engines.base import Engine, SamplingSpec
 from serving.engines.factory import EngineFactory, vllm_factory
 from serving.errors import EngineFailure, GatewayError
+from serving.generation import whole_answer
 from serving.home import reports_dir
 from serving.probes.facts import Fact
 from serving.probes.report import validate_report
@@ -143,7 +144,7 @@ async def _answer_all(
 
 
 async def _greedy(engine: Engine, prompt: str, max_tokens: int) -> tuple[str, int]:
-    spec = SamplingSpec(max_tokens=max_tokens, temperature=0.0)
+    spec = whole_answer(SamplingSpec(max_tokens=max_tokens, temperature=0.0))
     parts: list[str] = []
     tokens = 0
     async with aclosing(engine.generate(prompt, spec, uuid.uuid4().hex)) as chunks:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -189,6 +190,21 @@ async def test_logprobs_match_the_in_process_engine(remote: RemoteEngine, local:
         assert max(pos, key=lambda t: pos[t]) == token  # greedy: the sampled token is the top-1
         assert_close(pos, ref_pos, token)
     assert all(c.logprobs == () for c in await collect(remote, FRANCE, sampling, "lp-none"))
+
+
+@engine
+async def test_stream_interval_batches_tokens_on_both_engines(remote: RemoteEngine, local: Engine) -> None:
+    """vLLM's per-request stream_interval: the first token at once, then every 5, the rest at the
+    end; the same tokens, text and logprobs as token by token (the remote one from `vllm serve`)."""
+    every = SamplingSpec(max_tokens=12, ignore_eos=True)
+    want = await collect(local, COUNTING, every, "si-every", logprobs=2)
+    assert [len(c.token_ids) for c in want] == [1] * 12
+    for eng, rid in ((local, "si-l"), (remote, "si-r")):
+        got = await collect(eng, COUNTING, replace(every, stream_interval=5), rid, logprobs=2)
+        assert ids(got) == ids(want) and text(got) == text(want)
+        assert [len(c.token_ids) for c in got if c.token_ids] == [1, 5, 5, 1], rid
+        assert got[-1].finished and got[-1].completion_tokens == 12
+        assert [max(p, key=lambda t: p[t]) for p in positions(got)] == list(ids(want))
 
 
 @engine

@@ -223,6 +223,8 @@ BAD_BODIES: list[tuple[str, bytes, int, str | None, str]] = [
     (COMPLETIONS, b'{"prompt": "hi", "temperature": true}', 400, "temperature", "valid number"),
     (COMPLETIONS, b'{"prompt": "hi", "stream": "yes"}', 400, "stream", "valid boolean"),
     (COMPLETIONS, b'{"prompt": "hi", "ignore_eos": 1}', 400, "ignore_eos", "valid boolean"),
+    (COMPLETIONS, b'{"prompt": "hi", "stream_interval": "4"}', 400, "stream_interval", "valid integer"),
+    (COMPLETIONS, b'{"prompt": "hi", "stream": true, "stream_interval": 0}', 400, None, "stream_interval must be in"),
     (COMPLETIONS, b'{"prompt": "hi", "repetition_penalty": 1.2}', 400, "repetition_penalty", "not supported"),
     (COMPLETIONS, b'{"prompt": 5}', 400, "prompt", "must be a string"),
     (COMPLETIONS, b'{"prompt": ["a", "b"]}', 400, "prompt", "batches"),
