@@ -11,8 +11,8 @@ threads of one physical core, sharing its vector units. This suite tells the two
 - `compute`: torch multiplies two 256 × 256 bf16 matrices that stay in cache, one thread (flop/s).
   If the vCPUs were one core's hardware threads, this would drop when both run.
 
-Each worker is a process of its own pinned to its core; the timed part starts on a barrier, so
-"both" means both reading (or computing) at once. `rates` is also how the mirror suite runs a
+Each worker is a process of its own pinned to its core; the timed part starts when every worker is up, so
+"both" means both reading (or computing) at once. `run_workers` is also how the mirror suite runs a
 pure memory reader beside the primary.
 """
 
@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 KINDS = ("read", "compute")
 
 
-def _task(kind: str) -> tuple[Any, float]:
+def _task(kind: str) -> tuple[Callable[[], object], float]:
     """A unit of work and the bytes (read) or flops (compute) it does."""
     import torch
 
@@ -42,7 +43,7 @@ def _task(kind: str) -> tuple[Any, float]:
     raise ValueError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
 
 
-def _worker(core: int, kind: str, seconds: float, start: Any, out: Any) -> None:
+def _worker(core: int, kind: str, seconds: float, go: Any, halt: Any, out: Any) -> None:
     os.sched_setaffinity(0, {core})
     import torch
 
@@ -50,39 +51,87 @@ def _worker(core: int, kind: str, seconds: float, start: Any, out: Any) -> None:
     step, size = _task(kind)
     for _ in range(3):  # touch every page, warm the caches
         step()
-    start.wait()
+    out.put(("up", core))
+    go.wait()
     t0 = time.perf_counter()
+    start = time.monotonic()
     n = 0
-    while time.perf_counter() - t0 < seconds:
+    while time.perf_counter() - t0 < seconds and not halt.is_set():
         step()
         n += 1
-    out.put((core, n * size / (time.perf_counter() - t0)))
+    record = {
+        "core": core,
+        "rate": n * size / (time.perf_counter() - t0),
+        "affinity": sorted(os.sched_getaffinity(0)),
+    }
+    out.put(("done", {**record, "start": start, "end": time.monotonic()}))
 
 
-def rates(
-    kind: str, cores: Sequence[int], seconds: float = 3.0, ready: threading.Event | None = None
-) -> dict[int, float]:
-    """Runs `kind` on each of `cores` at once for `seconds`: each core's rate (bytes/s or flop/s).
+def _collect(out: Any, procs: Sequence[Any], tag: str, n: int, timeout_s: float) -> list[Any]:
+    """`n` messages tagged `tag` from the workers; raises at once if a worker has died."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n:
+        try:
+            kind, body = out.get(timeout=0.2)
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a contention worker exited with {dead[0].exitcode}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"contention workers: {len(got)} of {n} {tag!r} in {timeout_s:.0f} s"
+                ) from None
+            continue
+        if kind == tag:
+            got.append(body)
+    return got
+
+
+def run_workers(
+    kind: str,
+    cores: Sequence[int],
+    seconds: float = 3.0,
+    ready: threading.Event | None = None,
+    stop: threading.Event | None = None,
+) -> list[dict[str, Any]]:
+    """Runs `kind` on each of `cores` at once, for `seconds` or until `stop` is set: one record per
+    core (`rate` in bytes/s or flop/s, the `affinity` it ran with, monotonic `start` and `end`).
     `ready` is set when the timed part starts (after the workers' start-up)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+    missing = sorted(set(cores) - os.sched_getaffinity(0))
+    if missing:
+        raise ValueError(
+            f"cores {missing} are not in this process's CPU set {sorted(os.sched_getaffinity(0))}"
+        )
     ctx = multiprocessing.get_context("spawn")
-    start = ctx.Barrier(len(cores) + 1)
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(c, kind, seconds, start, out), daemon=True) for c in cores]
+    go, halt, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(c, kind, seconds, go, halt, out), daemon=True) for c in cores]
     for p in procs:
         p.start()
     try:
-        start.wait(timeout=120)
+        _collect(out, procs, "up", len(cores), 120.0)
+        go.set()
         if ready is not None:
             ready.set()
-        got = dict(out.get(timeout=seconds + 120) for _ in cores)
+        if stop is not None:
+            stop.wait(seconds)
+            halt.set()
+        return sorted(
+            _collect(out, procs, "done", len(cores), seconds + 60.0), key=lambda r: cores.index(r["core"])
+        )
     finally:
+        halt.set()
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
-    return got
+
+
+def rates(kind: str, cores: Sequence[int], seconds: float = 3.0) -> dict[int, float]:
+    """Each core's rate running `kind` on all of `cores` at once for `seconds`."""
+    return {r["core"]: float(r["rate"]) for r in run_workers(kind, cores, seconds)}
 
 
 def shared_ratios(alone: Sequence[float], both: Sequence[float]) -> list[float]:
@@ -91,7 +140,7 @@ def shared_ratios(alone: Sequence[float], both: Sequence[float]) -> list[float]:
 
 
 def run_contention(
-    repeats: int, log: Any, cores: Sequence[int] = (0, 1), seconds: float = 3.0
+    repeats: int, log: Callable[[str], None], cores: Sequence[int] = (0, 1), seconds: float = 3.0
 ) -> dict[str, Any]:
     """`repeats` rounds of: each kind on each core alone, then on all `cores` at once (rates listed
     in the order of `cores`)."""

@@ -28,14 +28,14 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
 from bench.clients import DirectClient, grpc_call
-from bench.contention import rates
+from bench.contention import run_workers
 from bench.doors import requests_for
 from bench.load import Call, Cell, SuiteRun, closed_loop, closed_loop_until, summarize
 from bench.systems import Gateway, engine_yaml, gateway
@@ -134,52 +134,70 @@ class _Bench:
     twin: Call
     max_tokens: int
     estimate_s: dict[int, float] = field(default_factory=dict)
-    """Seconds of a mirroring-off cell at each concurrency: a neighbour runs 1.5 times as long."""
+    """Seconds of a mirroring-off cell at each concurrency (a neighbour's time is bounded by it)."""
     neighbours: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def _beside_read(seconds: float) -> AsyncGenerator[dict[str, Any], None]:
-    ready = threading.Event()
-    task = asyncio.create_task(asyncio.to_thread(rates, "read", [1], seconds, ready))
-    await asyncio.to_thread(ready.wait, 120)
-    yield {}
-    got = await task
-    yield {"read_gb_s": got[1] / 1e9}
+@dataclass
+class _Running:
+    """A neighbour's load running on core 1."""
+
+    task: asyncio.Task[Any]
+    stop: Callable[[], None]
+    """Ends the load (the AsyncLLM's runs its fixed time: `bench.direct` takes no stop)."""
 
 
-async def _beside_loop(
-    task: asyncio.Task[Any], stop: asyncio.Event | None
-) -> AsyncGenerator[dict[str, Any], None]:
-    await asyncio.sleep(RAMP_S)
-    yield {}
-    if stop is not None:
-        stop.set()
-    samples, seconds = await task
-    yield {"tok_s": sum(s.tokens for s in samples) / seconds, "requests": len(samples)}
+async def _running(task: asyncio.Task[Any], started: Callable[[], bool]) -> None:
+    """Waits until `started()`; raises the task's error if it ends first."""
+    while not started():
+        if task.done():
+            await task
+            raise RuntimeError("the neighbour ended before its load started")
+        await asyncio.sleep(0.05)
 
 
-@contextlib.asynccontextmanager
-async def _neighbour(b: _Bench, system: str, c: int) -> AsyncIterator[dict[str, Any]]:
-    """Runs `system`'s neighbour on core 1 for the whole block; the yielded dict gets its figures."""
-    seconds = 1.5 * b.estimate_s.get(c, 30.0) + 2 * RAMP_S
-    stop = asyncio.Event()
+async def _start_neighbour(b: _Bench, system: str, c: int) -> _Running | None:
+    """Starts `system`'s neighbour on core 1 and returns once it is loading its core. Its time is an
+    upper bound (twice a cell's, plus start-up): the reader and the twin stop at the cell's end."""
+    seconds = 2.0 * b.estimate_s.get(c, 30.0) + 5.0
+    task: asyncio.Task[Any]
     if system == "neighbour-read":
-        steps = _beside_read(seconds)
-    elif system == "neighbour-asyncllm":
-        steps = _beside_loop(asyncio.create_task(b.direct.run_for(c, seconds, b.max_tokens)), None)
+        ready, halt = threading.Event(), threading.Event()
+        task = asyncio.create_task(asyncio.to_thread(run_workers, "read", [1], seconds, ready, halt))
+        await _running(task, ready.is_set)
+        return _Running(task, halt.set)
+    if system == "neighbour-asyncllm":
+        task = asyncio.create_task(b.direct.run_for(c, seconds, b.max_tokens))
+        stop: Callable[[], None] = lambda: None  # noqa: E731
     elif system == "neighbour-twin":
-        steps = _beside_loop(asyncio.create_task(closed_loop_until(b.twin, c, stop)), stop)
+        event = asyncio.Event()
+        task = asyncio.create_task(closed_loop_until(b.twin, c, event))
+        stop = event.set
     else:
-        yield {}
-        return
-    figures: dict[str, Any] = {}
-    await anext(steps)
-    try:
-        yield figures
-    finally:
-        stop.set()
-        figures.update(await anext(steps))
-        await steps.aclose()
+        return None
+    ramp = time.monotonic() + RAMP_S
+    await _running(task, lambda: time.monotonic() >= ramp)
+    return _Running(task, stop)
+
+
+async def _finish_neighbour(running: _Running, failed: bool) -> dict[str, Any]:
+    """Stops the neighbour (cancels it when the cell failed) and returns what it did; `covered` says
+    whether it was still loading when the cell ended. Its failure is recorded, never raised."""
+    covered = not running.task.done()
+    running.stop()
+    if failed:
+        running.task.cancel()
+    await asyncio.wait([running.task])
+    if running.task.cancelled():
+        return {"error": "cancelled", "covered": covered}
+    error = running.task.exception()
+    if error is not None:
+        return {"error": f"{type(error).__name__}: {error}", "covered": covered}
+    result = running.task.result()
+    if isinstance(result, list):  # the reader's records
+        return {"read_gb_s": float(result[0]["rate"]) / 1e9, "covered": covered}
+    samples, seconds = result
+    return {"tok_s": sum(x.tokens for x in samples) / seconds, "requests": len(samples), "covered": covered}
 
 
 async def _warm_up(b: _Bench, concurrencies: list[int]) -> int:
@@ -204,6 +222,38 @@ def _order(rep: int, index: int) -> tuple[str, ...]:
     return SYSTEMS[k:] + SYSTEMS[:k]
 
 
+async def _cell(
+    b: _Bench, proc: psutil.Process, system: str, c: int, rep: int, idle: tuple[float, float], sent: int
+) -> tuple[Cell, dict[str, Any], dict[str, Any], int]:
+    """One cell: the primary's closed loop with `system` on core 1, its CPU over the cell (not the
+    neighbour's start or tail), what the neighbour did, and the copies sent to the shadow so far."""
+    await b.gw.set_sample_rate("twin", 1.0 if system == "mirroring-on" else 0.0)
+    running = await _start_neighbour(b, system, c)
+    before, t0 = _cpu(proc), time.perf_counter()
+    failed = True
+    try:
+        samples, seconds = await closed_loop(b.call, c, requests_for(c))
+        if system == "mirroring-on":
+            sent += len(samples)
+            await _settled(b.gw, sent)
+        failed = False
+    finally:
+        after, window = _cpu(proc), time.perf_counter() - t0
+        beside = await _finish_neighbour(running, failed) if running else {}
+    used = (after[0] - before[0], after[1] - before[1])
+    cell = summarize(system, c, rep, samples, seconds)
+    return cell, _cpu_row(system, c, rep, len(samples), used, window, idle), beside, sent
+
+
+async def _started(gw: Gateway, direct: DirectClient) -> tuple[float, float]:
+    """Both start times; the AsyncLLM's wait is not left behind if the gateway fails to start."""
+    neighbour = asyncio.ensure_future(direct.ready())
+    try:
+        return await gw.wait_ready(), await neighbour
+    finally:
+        neighbour.cancel()
+
+
 async def run_mirroring(run: SuiteRun) -> dict[str, Any]:
     """Starts the gateway with a twin shadow and a neighbour AsyncLLM on core 1, measures the grid."""
     concurrencies, log = list(run.concurrencies), run.log
@@ -213,7 +263,7 @@ async def run_mirroring(run: SuiteRun) -> dict[str, Any]:
         gw = await stack.enter_async_context(gateway(_variants(run.model), run.workdir, "gateway-mirror"))
         direct = await DirectClient.start(run.model, "1", run.workdir / "mirror-neighbour.log")
         stack.push_async_callback(direct.stop)
-        started, neighbour_s = await asyncio.gather(gw.wait_ready(), direct.ready())
+        started, neighbour_s = await _started(gw, direct)
         log(
             f"  started: gateway with primary + twin shadow {started:.0f} s, neighbour AsyncLLM {neighbour_s:.0f} s"
         )
@@ -225,23 +275,15 @@ async def run_mirroring(run: SuiteRun) -> dict[str, Any]:
         for rep in range(run.repeats):
             for index, c in enumerate(concurrencies):
                 for system in _order(rep, index):
-                    await gw.set_sample_rate("twin", 1.0 if system == "mirroring-on" else 0.0)
-                    before, t0 = _cpu(proc), time.perf_counter()
-                    async with _neighbour(b, system, c) as beside:
-                        samples, seconds = await closed_loop(b.call, c, requests_for(c))
-                    sent += len(samples) if system == "mirroring-on" else 0
-                    await _settled(gw, sent)
-                    after, window = _cpu(proc), time.perf_counter() - t0
-                    cell = summarize(system, c, rep, samples, seconds)
+                    cell, row, beside, sent = await _cell(b, proc, system, c, rep, idle, sent)
                     cells.append(cell)
-                    used = (after[0] - before[0], after[1] - before[1])
-                    cpu.append(_cpu_row(system, c, rep, len(samples), used, window, idle))
+                    cpu.append(row)
                     if beside:
                         b.neighbours.append({"system": system, "concurrency": c, "repeat": rep, **beside})
                     log(
                         f"  r{rep} c={c:<2} {system:<18} {cell.tokens_per_s:7.1f} tok/s  "
                         f"ttft p50 {cell.ttft_p50_s * 1e3:6.1f} ms  e2e p50 {cell.latency_p50_s * 1e3:7.1f} ms  "
-                        f"{' '.join(f'{k} {v:.1f}' for k, v in beside.items())}"
+                        f"{' '.join(f'{k} {v}' for k, v in beside.items())}"
                     )
         outcomes = await _outcomes(gw)
     return {

@@ -174,13 +174,21 @@ def neighbour_lines(rows: list[dict[str, Any]]) -> list[str]:
         groups.setdefault((row["system"], row["concurrency"]), []).append(row)
     if not groups:
         return []
-    lines = ["", "| neighbour on core 1 (median) | c | its load |", "| --- | --- | --- |"]
+    lines = [
+        "",
+        "| neighbour on core 1 (median) | c | its load | still loading at the cell's end | failed |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for (system, c), group in sorted(groups.items(), key=lambda kv: (kv[0][1], _mirror_order(kv[0][0]))):
-        if "read_gb_s" in group[0]:
-            load = f"reads {spread([r['read_gb_s'] for r in group]).median:.1f} GB/s"
+        ran = [r for r in group if "error" not in r]
+        if not ran:
+            load = "none"
+        elif "read_gb_s" in ran[0]:
+            load = f"reads {spread([r['read_gb_s'] for r in ran]).median:.1f} GB/s"
         else:
-            load = f"decodes {spread([r['tok_s'] for r in group]).median:.1f} tok/s"
-        lines.append(f"| {system} | {c} | {load} |")
+            load = f"decodes {spread([r['tok_s'] for r in ran]).median:.1f} tok/s"
+        covered = sum(1 for r in group if r.get("covered", True))
+        lines.append(f"| {system} | {c} | {load} | {covered}/{len(group)} | {len(group) - len(ran)} |")
     return lines
 
 

@@ -77,10 +77,9 @@ async def stream_generation(
                 now = time.perf_counter()
                 n = len(chunk.token_ids)
                 if n:
-                    if ttft is None:
+                    if ttft is None:  # tokens that came with the first: no gap of their own is known
                         ttft = now - start
-                        gaps.extend([(now - last) / n] * (n - 1))
-                    else:
+                    else:  # a chunk's gap spread over its tokens
                         gaps.extend([(now - last) / n] * n)
                     last = now
                 prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens

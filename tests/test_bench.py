@@ -98,7 +98,16 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
     neighbours = [
         {"system": "neighbour-asyncllm", "concurrency": 1, "repeat": r, "tok_s": 44.0 + r, "requests": 9}
         for r in (0, 1, 2)
-    ] + [{"system": "neighbour-read", "concurrency": 1, "repeat": 0, "read_gb_s": 25.0}]
+    ] + [
+        {"system": "neighbour-read", "concurrency": 1, "repeat": 0, "read_gb_s": 25.0, "covered": False},
+        {
+            "system": "neighbour-read",
+            "concurrency": 1,
+            "repeat": 1,
+            "error": "RuntimeError: x",
+            "covered": True,
+        },
+    ]
     cpu = [
         {
             "system": s,
@@ -224,8 +233,10 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
     assert (
         "| neighbour-asyncllm | 1 | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] | 0.800 [0.800–0.800] |" in text
     )
-    assert "| neighbour-asyncllm | 1 | decodes 45.0 tok/s |" in text
-    assert "| neighbour-read | 1 | reads 25.0 GB/s |" in text
+    assert "| neighbour-asyncllm | 1 | decodes 45.0 tok/s | 3/3 | 0 |" in text
+    assert (
+        "| neighbour-read | 1 | reads 25.0 GB/s | 1/2 | 1 |" in text
+    )  # a failed neighbour is counted, not averaged
     assert "| read | 1 | 30.0 [30.0–30.0] GB/s | 15.0 [15.0–15.0] GB/s | 0.500 [0.500–0.500] |" in text
     # Each dtype against its own roofline: 20 GB/s over 1e8 parameters x 2 or x 4 bytes.
     assert "dtype-bfloat16, c=1: decode 50.0 tok/s = 0.50 of the roofline" in text

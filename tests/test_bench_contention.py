@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 
 import pytest
 
-from bench.contention import rates, run_contention, shared_ratios
+from bench.contention import rates, run_contention, run_workers, shared_ratios
 from bench.load import PROMPTS, Sample, closed_loop_until
 from bench.report import contention_lines
 
@@ -18,27 +19,44 @@ def test_shared_ratios_are_each_cores_rate_with_the_others_busy_over_alone() -> 
     assert shared_ratios([0.0], [1.0])[0] != shared_ratios([0.0], [1.0])[0]  # nan: no rate alone
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
-def test_rates_run_one_pinned_worker_per_core_at_once() -> None:
+CORES = sorted(os.sched_getaffinity(0))[:2]
+
+
+@pytest.mark.skipif(len(CORES) < 2, reason="needs two cores")
+def test_workers_run_pinned_one_per_core_and_at_once() -> None:
     ready = threading.Event()
-    got = rates("read", [0, 1], seconds=0.3, ready=ready)
+    records = run_workers("read", CORES, seconds=0.5, ready=ready)
     assert ready.is_set()
-    assert sorted(got) == [0, 1]
-    assert all(1e8 < r < 1e13 for r in got.values()), got  # bytes/s: a real read, not a stub
+    assert [r["core"] for r in records] == CORES
+    assert [r["affinity"] for r in records] == [[c] for c in CORES]  # each pinned to its own core
+    assert max(r["start"] for r in records) < min(r["end"] for r in records)  # timed parts overlap
+    assert all(1e8 < r["rate"] < 1e13 for r in records), records  # bytes/s: a real read, not a stub
+    assert rates("compute", CORES[:1], seconds=0.2)[CORES[0]] > 1e8  # flop/s
+
+
+def test_a_stop_ends_the_workers_early_and_bad_requests_fail_fast() -> None:
+    ready, stop = threading.Event(), threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.monotonic()
+    (record,) = run_workers("read", CORES[:1], seconds=60.0, ready=ready, stop=stop)
+    assert time.monotonic() - t0 < 30 and record["end"] - record["start"] < 5
     with pytest.raises(ValueError, match="unknown kind 'nothing'"):  # refused before any process starts
-        rates("nothing", [0], seconds=0.1)
+        run_workers("nothing", CORES[:1])
+    outside = max(os.sched_getaffinity(0)) + 1
+    with pytest.raises(ValueError, match="not in this process's CPU set"):
+        run_workers("read", [outside])
 
 
 def test_run_contention_reports_each_kind_alone_and_at_once() -> None:
     lines: list[str] = []
-    result = run_contention(1, lines.append, cores=(0,), seconds=0.2)
+    result = run_contention(1, lines.append, cores=CORES, seconds=0.2)
     assert [r["kind"] for r in result["rounds"]] == ["read", "compute"]
     for r in result["rounds"]:
-        assert len(r["alone"]) == len(r["both"]) == len(r["ratios"]) == 1
-        assert r["alone"][0] > 0 and r["both"][0] > 0
+        assert len(r["alone"]) == len(r["both"]) == len(r["ratios"]) == len(CORES)
+        assert all(x > 0 for x in (*r["alone"], *r["both"]))
     assert len(lines) == 2 and "GB/s" in lines[0] and "Gflop/s" in lines[1]
     table = contention_lines(result)
-    assert table[0].startswith("| kind | core |") and len(table) == 4
+    assert table[0].startswith("| kind | core |") and len(table) == 2 + 2 * len(CORES)
 
 
 def test_contention_lines_take_medians_over_rounds() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import shutil
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -66,6 +68,14 @@ async def test_stream_interval_sends_fewer_chunks_with_the_same_answer(
     assert "".join(c.text for c in batched) == "".join(c.text for c in one_by_one)
     assert len(one_by_one) == 12 and len(batched) == 4  # 1, 5, 5 tokens, then the last with the summary
     assert batched[-1].completion_tokens == 12 and batched[-1].finished
+    # The HTTP door takes vLLM's field too: the same four chunks of text as server-sent events.
+    body = {"model": "dense", "prompt": COUNT, "max_tokens": 12, "ignore_eos": True, "stream": True}
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{app.http_port}/v1/completions"
+        async with session.post(url, json={**body, "stream_interval": 5}) as resp:
+            events = [json.loads(line[6:]) async for line in resp.content if line.startswith(b"data: {")]
+    texts = [e["choices"][0]["text"] for e in events if e.get("choices") and e["choices"][0]["text"]]
+    assert "".join(texts) == "".join(c.text for c in one_by_one) and len(texts) == 4
     ttft = {"variant": "dense", "role": "primary"}
     before = _sample(app, "driftgate_time_to_first_token_seconds_count", ttft)
     reply = await stub.Generate(every)

@@ -14,6 +14,7 @@ from serving.config import Config, Role, VariantConfig
 from serving.engines.base import Chunk, SamplingSpec
 from serving.errors import InvalidArgument, NotFound, Unavailable
 from serving.gateway import ChatMessage, Gateway, GenerateCall
+from serving.generation import run_generation, whole_answer
 from serving.routing import pick_weighted, route, unit_interval
 from serving.stats import ListSink
 from tests.fakes import FakeEngine, HangingEngine
@@ -227,3 +228,34 @@ async def test_only_a_streamed_answer_is_asked_for_token_by_token() -> None:
     for bad in (0, 10**9):
         with pytest.raises(InvalidArgument, match="stream_interval must be in"):
             await gateway.generate(GenerateCall(prompt="hi", stream_interval=bad))
+
+
+def test_whole_answer_asks_for_the_rest_in_one_chunk() -> None:
+    spec = SamplingSpec(max_tokens=40, temperature=0.5)
+    assert whole_answer(spec) == SamplingSpec(max_tokens=40, temperature=0.5, stream_interval=40)
+    already = SamplingSpec(max_tokens=40, stream_interval=64)
+    assert whole_answer(already) is already
+    with pytest.raises(ValueError, match="at least 1"):
+        SamplingSpec(max_tokens=4, stream_interval=0)
+
+
+async def _three_chunks(*_: object, **__: object) -> AsyncGenerator[Chunk, None]:
+    """Three tokens with the first chunk, then two chunks of one token, 10 ms apart."""
+    for i, ids in enumerate(((1, 2, 3), (4,), (5,))):
+        await asyncio.sleep(0.01)
+        yield Chunk(
+            "x", ids, finished=i == 2, finish_reason="length" if i == 2 else None, completion_tokens=5
+        )
+
+
+async def test_tokens_that_come_with_the_first_have_no_inter_token_gap() -> None:
+    """Prefill is TTFT, not inter-token latency: only the chunks after the first give gaps."""
+    sink, engine = ListSink(), FakeEngine("dense")
+    engine.generate = _three_chunks  # type: ignore[method-assign]
+    done = await run_generation(
+        engine, VariantConfig(name="dense"), "p", SamplingSpec(max_tokens=5), sink, "r"
+    )
+    assert done.answer.token_ids == (1, 2, 3, 4, 5)
+    (stats,) = sink.requests
+    assert stats.ttft_s is not None and stats.ttft_s >= 0.01
+    assert len(stats.inter_token_s) == 2 and all(g >= 0.005 for g in stats.inter_token_s)

@@ -25,6 +25,10 @@ class SamplingSpec:
     """Tokens per chunk after the first (vLLM's `stream_interval`): the first chunk and the last
     come as soon as they are made, the rest every this many tokens; 1 sends every token."""
 
+    def __post_init__(self) -> None:
+        if self.stream_interval < 1:
+            raise ValueError(f"stream_interval must be at least 1, got {self.stream_interval}")
+
 
 @dataclass(frozen=True)
 class Chunk:

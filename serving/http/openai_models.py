@@ -51,7 +51,7 @@ class _Sampling(_Request):
     repetition_penalty: float | None = None
     """vLLM's extension; `vllm bench serve` sends 1.0 (neutral), the only value accepted."""
     stream_interval: int | None = None
-    """vLLM's extension: tokens per streamed chunk after the first (ignored without `stream`)."""
+    """vLLM's extension: tokens per streamed chunk after the first (checked always, used with `stream`)."""
 
     @field_validator("stop", mode="before")
     @classmethod
