@@ -180,7 +180,7 @@ def by_cell(cells: Sequence[Cell], figure: str) -> dict[tuple[str, int], Spread]
     return {k: spread(v) for k, v in groups.items()}
 
 
-def _pairs(
+def paired_values(
     cells: Sequence[Cell], figure: str, system: str, baseline: str
 ) -> dict[int, list[tuple[float, float]]]:
     """(system's, baseline's) `figure` of the same repeat, per concurrency (the two ran back to back)."""
@@ -195,11 +195,13 @@ def _pairs(
 def paired_ratios(cells: Sequence[Cell], figure: str, system: str, baseline: str) -> dict[int, Spread]:
     """`figure` of `system` over `baseline`, pairing the two cells of the same repeat, per
     concurrency: a ratio from one run, not from two runs minutes apart (a zero baseline is skipped)."""
-    pairs = _pairs(cells, figure, system, baseline).items()
+    pairs = paired_values(cells, figure, system, baseline).items()
     ratios = {c: [v / b for v, b in ps if b] for c, ps in pairs}
     return {c: spread(r) for c, r in ratios.items() if r}
 
 
 def paired_differences(cells: Sequence[Cell], figure: str, system: str, baseline: str) -> dict[int, Spread]:
     """`figure` of `system` minus `baseline`, paired by repeat (e.g. added latency, seconds)."""
-    return {c: spread([v - b for v, b in ps]) for c, ps in _pairs(cells, figure, system, baseline).items()}
+    return {
+        c: spread([v - b for v, b in ps]) for c, ps in paired_values(cells, figure, system, baseline).items()
+    }
