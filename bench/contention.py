@@ -67,6 +67,20 @@ def _worker(core: int, kind: str, seconds: float, go: Any, halt: Any, out: Any) 
     out.put(("done", {**record, "start": start, "end": time.monotonic()}))
 
 
+def _dead(procs: Sequence[Any]) -> None:
+    """Raises if a worker has exited with an error."""
+    dead = [p for p in procs if p.exitcode not in (None, 0)]
+    if dead:
+        raise RuntimeError(f"a contention worker exited with {dead[0].exitcode}")
+
+
+def _until(stop: threading.Event, seconds: float, procs: Sequence[Any]) -> None:
+    """Waits for `stop` or `seconds`, raising at once if a worker dies meanwhile."""
+    deadline = time.monotonic() + seconds
+    while not stop.wait(0.2) and time.monotonic() < deadline:
+        _dead(procs)
+
+
 def _collect(out: Any, procs: Sequence[Any], tag: str, n: int, timeout_s: float) -> list[Any]:
     """`n` messages tagged `tag` from the workers; raises at once if a worker has died."""
     got: list[Any] = []
@@ -75,9 +89,7 @@ def _collect(out: Any, procs: Sequence[Any], tag: str, n: int, timeout_s: float)
         try:
             kind, body = out.get(timeout=0.2)
         except queue.Empty:
-            dead = [p for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                raise RuntimeError(f"a contention worker exited with {dead[0].exitcode}") from None
+            _dead(procs)
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"contention workers: {len(got)} of {n} {tag!r} in {timeout_s:.0f} s"
@@ -108,21 +120,22 @@ def run_workers(
     ctx = multiprocessing.get_context("spawn")
     go, halt, out = ctx.Event(), ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(c, kind, seconds, go, halt, out), daemon=True) for c in cores]
-    for p in procs:
-        p.start()
     try:
+        for p in procs:
+            p.start()
         _collect(out, procs, "up", len(cores), 120.0)
         go.set()
         if ready is not None:
             ready.set()
         if stop is not None:
-            stop.wait(seconds)
+            _until(stop, seconds, procs)
             halt.set()
         return sorted(
             _collect(out, procs, "done", len(cores), seconds + 60.0), key=lambda r: cores.index(r["core"])
         )
     finally:
-        halt.set()
+        halt.set()  # first: a worker still waiting for `go` then does no work and exits
+        go.set()
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():

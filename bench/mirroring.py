@@ -161,28 +161,33 @@ async def _start_neighbour(b: _Bench, system: str, c: int) -> _Running | None:
     upper bound (twice a cell's, plus start-up): the reader and the twin stop at the cell's end."""
     seconds = 2.0 * b.estimate_s.get(c, 30.0) + 5.0
     task: asyncio.Task[Any]
+    ramp = time.monotonic() + RAMP_S
+    started: Callable[[], bool] = lambda: time.monotonic() >= ramp  # noqa: E731
     if system == "neighbour-read":
         ready, halt = threading.Event(), threading.Event()
         task = asyncio.create_task(asyncio.to_thread(run_workers, "read", [1], seconds, ready, halt))
-        await _running(task, ready.is_set)
-        return _Running(task, halt.set)
-    if system == "neighbour-asyncllm":
-        task = asyncio.create_task(b.direct.run_for(c, seconds, b.max_tokens))
-        stop: Callable[[], None] = lambda: None  # noqa: E731
+        running, started = _Running(task, halt.set), ready.is_set
+    elif system == "neighbour-asyncllm":
+        running = _Running(asyncio.create_task(b.direct.run_for(c, seconds, b.max_tokens)), lambda: None)
     elif system == "neighbour-twin":
         event = asyncio.Event()
-        task = asyncio.create_task(closed_loop_until(b.twin, c, event))
-        stop = event.set
+        running = _Running(asyncio.create_task(closed_loop_until(b.twin, c, event)), event.set)
     else:
         return None
-    ramp = time.monotonic() + RAMP_S
-    await _running(task, lambda: time.monotonic() >= ramp)
-    return _Running(task, stop)
+    try:
+        await _running(running.task, started)
+    except Exception:  # it ended before loading: the cell records that and is left out of the ratios
+        pass
+    except BaseException:  # cancelled: stop it before going
+        await _finish_neighbour(running, True)
+        raise
+    return running
 
 
 async def _finish_neighbour(running: _Running, failed: bool) -> dict[str, Any]:
     """Stops the neighbour (cancels it when the cell failed) and returns what it did; `covered` says
-    whether it was still loading when the cell ended. Its failure is recorded, never raised."""
+    whether it was still loading when the cell ended. Its failure is recorded, never raised. The
+    AsyncLLM's rate covers its whole bounded run, the cell and the time it ran on alone after it."""
     covered = not running.task.done()
     running.stop()
     if failed:
@@ -229,16 +234,16 @@ async def _cell(
     neighbour's start or tail), what the neighbour did, and the copies sent to the shadow so far."""
     await b.gw.set_sample_rate("twin", 1.0 if system == "mirroring-on" else 0.0)
     running = await _start_neighbour(b, system, c)
-    before, t0 = _cpu(proc), time.perf_counter()
     failed = True
     try:
+        before, t0 = _cpu(proc), time.perf_counter()
         samples, seconds = await closed_loop(b.call, c, requests_for(c))
         if system == "mirroring-on":
             sent += len(samples)
             await _settled(b.gw, sent)
-        failed = False
-    finally:
         after, window = _cpu(proc), time.perf_counter() - t0
+        failed = False
+    finally:  # the neighbour stops however the cell ends (a dead gateway makes `_cpu` raise)
         beside = await _finish_neighbour(running, failed) if running else {}
     used = (after[0] - before[0], after[1] - before[1])
     cell = summarize(system, c, rep, samples, seconds)
@@ -276,10 +281,15 @@ async def run_mirroring(run: SuiteRun) -> dict[str, Any]:
             for index, c in enumerate(concurrencies):
                 for system in _order(rep, index):
                     cell, row, beside, sent = await _cell(b, proc, system, c, rep, idle, sent)
-                    cells.append(cell)
-                    cpu.append(row)
                     if beside:
                         b.neighbours.append({"system": system, "concurrency": c, "repeat": rep, **beside})
+                    if "error" in beside or beside.get("covered") is False:
+                        log(
+                            f"  r{rep} c={c:<2} {system:<18} left out: its neighbour did not load the whole cell"
+                        )
+                        continue
+                    cells.append(cell)
+                    cpu.append(row)
                     log(
                         f"  r{rep} c={c:<2} {system:<18} {cell.tokens_per_s:7.1f} tok/s  "
                         f"ttft p50 {cell.ttft_p50_s * 1e3:6.1f} ms  e2e p50 {cell.latency_p50_s * 1e3:7.1f} ms  "

@@ -1,8 +1,8 @@
 """The mirror suite's paired ratios pooled over several bench runs.
 
 `python -m bench.pool RUN.json [RUN.json ...]` prints a Markdown table. Each pair stays within its own
-run and repeat: the two cells ran back to back. Pooling only adds pairs, so a ratio rests on more
-repeats than one run gives. Pure apart from reading the files.
+run, repeat and concurrency: the two cells ran minutes apart at most, in the same rotation. Pooling
+only adds pairs, so a ratio rests on more repeats than one run gives. Pure apart from reading the files.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def pooled_lines(results: Sequence[dict[str, Any]]) -> list[str]:
     for system, baseline in PAIRS:
         for figure, label in FIGURES:
             for c, pairs in sorted(paired_values(cells, figure, system, baseline).items()):
-                ratios = [v / b for v, b in pairs if b]
+                ratios = [r for r in (v / b for v, b in pairs if b) if r == r]  # no NaN
                 if not ratios:
                     continue
                 low, q1, med, q3, high = quartiles(ratios)

@@ -187,8 +187,9 @@ def neighbour_lines(rows: list[dict[str, Any]]) -> list[str]:
             load = f"reads {spread([r['read_gb_s'] for r in ran]).median:.1f} GB/s"
         else:
             load = f"decodes {spread([r['tok_s'] for r in ran]).median:.1f} tok/s"
-        covered = sum(1 for r in group if r.get("covered", True))
-        lines.append(f"| {system} | {c} | {load} | {covered}/{len(group)} | {len(group) - len(ran)} |")
+        known = [r for r in group if "covered" in r]  # runs before bce8a82 did not record it
+        covered = f"{sum(1 for r in known if r['covered'])}/{len(known)}" if known else "–"
+        lines.append(f"| {system} | {c} | {load} | {covered} | {len(group) - len(ran)} |")
     return lines
 
 

@@ -233,7 +233,7 @@ def test_markdown_has_every_section(tmp_path: Path) -> None:
     assert (
         "| neighbour-asyncllm | 1 | 1.000 [1.000–1.000] | 1.000 [1.000–1.000] | 0.800 [0.800–0.800] |" in text
     )
-    assert "| neighbour-asyncllm | 1 | decodes 45.0 tok/s | 3/3 | 0 |" in text
+    assert "| neighbour-asyncllm | 1 | decodes 45.0 tok/s | – | 0 |" in text  # not recorded (older runs)
     assert (
         "| neighbour-read | 1 | reads 25.0 GB/s | 1/2 | 1 |" in text
     )  # a failed neighbour is counted, not averaged

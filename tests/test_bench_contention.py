@@ -36,10 +36,16 @@ def test_workers_run_pinned_one_per_core_and_at_once() -> None:
 
 def test_a_stop_ends_the_workers_early_and_bad_requests_fail_fast() -> None:
     ready, stop = threading.Event(), threading.Event()
-    threading.Timer(0.3, stop.set).start()
+
+    def stop_mid_run() -> None:
+        ready.wait(60)
+        time.sleep(0.3)
+        stop.set()
+
+    threading.Thread(target=stop_mid_run).start()
     t0 = time.monotonic()
     (record,) = run_workers("read", CORES[:1], seconds=60.0, ready=ready, stop=stop)
-    assert time.monotonic() - t0 < 30 and record["end"] - record["start"] < 5
+    assert time.monotonic() - t0 < 30 and 0.2 <= record["end"] - record["start"] < 5  # stopped mid-run
     with pytest.raises(ValueError, match="unknown kind 'nothing'"):  # refused before any process starts
         run_workers("nothing", CORES[:1])
     outside = max(os.sched_getaffinity(0)) + 1
