@@ -147,12 +147,13 @@ class DirectClient:
         return await self._line(600.0)
 
     async def run(self, concurrency: int, total: int, max_tokens: int) -> tuple[list[Sample], float]:
-        answer = await self._ask({"concurrency": concurrency, "total": total, "max_tokens": max_tokens})
-        return [Sample(**s) for s in answer["samples"]], float(answer["seconds"])
+        return await self._samples({"concurrency": concurrency, "total": total, "max_tokens": max_tokens})
 
     async def run_for(self, concurrency: int, seconds: float, max_tokens: int) -> tuple[list[Sample], float]:
         """A closed loop that starts requests for `seconds` (load beside another cell)."""
-        ask = {"concurrency": concurrency, "seconds": seconds, "max_tokens": max_tokens}
+        return await self._samples({"concurrency": concurrency, "seconds": seconds, "max_tokens": max_tokens})
+
+    async def _samples(self, ask: dict[str, Any]) -> tuple[list[Sample], float]:
         answer = await self._ask(ask)
         return [Sample(**s) for s in answer["samples"]], float(answer["seconds"])
 

@@ -5,8 +5,9 @@ gateway's in-process engine (`bench.systems.engine_config`, where SETTING is one
 `dtype`, `fused_kernels` and `executor`), freezes its start-up heap as `vllm serve`
 and `driftgate serve` do (`serving.gcwatch`), prints `{"ready_s": …}`, then answers each JSON
 line on stdin with one JSON line: `{"concurrency", "total", "max_tokens"}` with the samples of a
-closed-loop run (`"seconds"` instead of `"total"`: a run that starts requests for that long), `{"answers": true, "max_tokens"}` with the greedy answers' token ids to
-`bench.load.PROMPTS` (`{"token_ids": [...]}`). It exits when stdin closes.
+closed-loop run (`"seconds"` instead of `"total"`: a run that starts requests for that long),
+`{"answers": true, "max_tokens"}` with the greedy answers' token ids to `bench.load.PROMPTS`
+(`{"token_ids": [...]}`). It exits when stdin closes.
 """
 
 from __future__ import annotations

@@ -131,8 +131,7 @@ def _gateway_variants(model: str, vllm_url: str, variant_url: str | None = None)
 
 
 def _remote_only(model: str, vllm_url: str) -> list[dict[str, Any]]:
-    remote = _gateway_variants(model, vllm_url)[1]
-    return [{**remote, "role": "primary", "weight": 1.0}]
+    return [{**_remote("remote", model, vllm_url), "role": "primary", "weight": 1.0}]
 
 
 def _added_labels(gw: Gateway, uv: Gateway) -> dict[str, tuple[str, tuple[str, str]]]:

@@ -37,7 +37,8 @@ import psutil
 from bench.clients import DirectClient, grpc_call
 from bench.contention import run_workers
 from bench.doors import requests_for
-from bench.load import Call, Cell, SuiteRun, closed_loop, closed_loop_until, summarize
+from bench.load import Call, Cell, Sample, SuiteRun, closed_loop, closed_loop_until, summarize
+from bench.report import MIRROR_SYSTEMS
 from bench.systems import Gateway, engine_yaml, gateway
 from serving.grpc._gen.driftgate.v1 import gateway_pb2 as pb
 
@@ -118,7 +119,7 @@ def _cpu_row(
     }
 
 
-SYSTEMS = ("mirroring-off", "mirroring-on", "neighbour-read", "neighbour-asyncllm", "neighbour-twin")
+SYSTEMS = ("mirroring-off", *MIRROR_SYSTEMS)
 """The mirror suite's systems; the first is every ratio's baseline."""
 RAMP_S = 1.0
 """How long a neighbour's load runs before the primary's cell starts."""
@@ -145,6 +146,17 @@ class _Running:
     task: asyncio.Task[Any]
     stop: Callable[[], None]
     """Ends the load (the AsyncLLM's runs its fixed time: `bench.direct` takes no stop)."""
+    figures: Callable[[Any], dict[str, Any]]
+    """What the task's result says the neighbour did."""
+
+
+def _read_figures(records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"read_gb_s": float(records[0]["rate"]) / 1e9}
+
+
+def _loop_figures(result: tuple[list[Sample], float]) -> dict[str, Any]:
+    samples, seconds = result
+    return {"tok_s": sum(x.tokens for x in samples) / seconds, "requests": len(samples)}
 
 
 async def _running(task: asyncio.Task[Any], started: Callable[[], bool]) -> None:
@@ -166,12 +178,13 @@ async def _start_neighbour(b: _Bench, system: str, c: int) -> _Running | None:
     if system == "neighbour-read":
         ready, halt = threading.Event(), threading.Event()
         task = asyncio.create_task(asyncio.to_thread(run_workers, "read", [1], seconds, ready, halt))
-        running, started = _Running(task, halt.set), ready.is_set
+        running, started = _Running(task, halt.set, _read_figures), ready.is_set
     elif system == "neighbour-asyncllm":
-        running = _Running(asyncio.create_task(b.direct.run_for(c, seconds, b.max_tokens)), lambda: None)
+        task = asyncio.create_task(b.direct.run_for(c, seconds, b.max_tokens))
+        running = _Running(task, lambda: None, _loop_figures)
     elif system == "neighbour-twin":
         event = asyncio.Event()
-        running = _Running(asyncio.create_task(closed_loop_until(b.twin, c, event)), event.set)
+        running = _Running(asyncio.create_task(closed_loop_until(b.twin, c, event)), event.set, _loop_figures)
     else:
         return None
     try:
@@ -198,11 +211,7 @@ async def _finish_neighbour(running: _Running, failed: bool) -> dict[str, Any]:
     error = running.task.exception()
     if error is not None:
         return {"error": f"{type(error).__name__}: {error}", "covered": covered}
-    result = running.task.result()
-    if isinstance(result, list):  # the reader's records
-        return {"read_gb_s": float(result[0]["rate"]) / 1e9, "covered": covered}
-    samples, seconds = result
-    return {"tok_s": sum(x.tokens for x in samples) / seconds, "requests": len(samples), "covered": covered}
+    return {**running.figures(running.task.result()), "covered": covered}
 
 
 async def _warm_up(b: _Bench, concurrencies: list[int]) -> int:

@@ -161,6 +161,7 @@ def mirror_tables(result: dict[str, Any]) -> list[str]:
 
 
 MIRROR_SYSTEMS = ("mirroring-on", "neighbour-read", "neighbour-asyncllm", "neighbour-twin")
+"""The mirror suite's systems besides its baseline, mirroring-off, in the order its tables list them."""
 
 
 def _mirror_order(system: str) -> tuple[int, str]:
