@@ -12,10 +12,12 @@ for the whole of the primary's cell:
 | neighbour-asyncllm | an AsyncLLM of the same model in its own process, under the same load |
 | neighbour-twin | the twin itself, under the same load sent to it by name through the gateway |
 | mirroring-on | the twin, sent a copy of every request, then scoring and comparing it |
+| mirroring-unscored | the same copies compared on their text only (the twin's `score_rate` 0) |
 
 So neighbour-asyncllm / off is what a second engine decoding on the other core costs with no
-gateway involved, neighbour-twin adds the gateway's process handling its stream, and mirroring-on
-adds the copies' scoring and comparison.
+gateway involved, neighbour-twin adds the gateway's process handling its stream, mirroring-unscored
+adds the copies' comparison and mirroring-on their teacher-forced scoring (the twin re-reads its
+weights over each answer, the primary returns its top-k logprobs).
 
 Besides the primary's figures, each cell records the CPU seconds per request of the gateway
 process itself (routing, gRPC, vLLM's output processing and detokenization for both engines, the
@@ -121,6 +123,8 @@ def _cpu_row(
 
 SYSTEMS = ("mirroring-off", *MIRROR_SYSTEMS)
 """The mirror suite's systems; the first is every ratio's baseline."""
+MIRRORED = {"mirroring-on": 1.0, "mirroring-unscored": 0.0}
+"""The systems that mirror every request to the twin, and the twin's score_rate in each."""
 RAMP_S = 1.0
 """How long a neighbour's load runs before the primary's cell starts."""
 
@@ -241,13 +245,14 @@ async def _cell(
 ) -> tuple[Cell, dict[str, Any], dict[str, Any], int]:
     """One cell: the primary's closed loop with `system` on core 1, its CPU over the cell (not the
     neighbour's start or tail), what the neighbour did, and the copies sent to the shadow so far."""
-    await b.gw.set_sample_rate("twin", 1.0 if system == "mirroring-on" else 0.0)
+    mirrored = system in MIRRORED
+    await b.gw.set_sample_rate("twin", 1.0 if mirrored else 0.0, MIRRORED.get(system, 1.0))
     running = await _start_neighbour(b, system, c)
     failed = True
     try:
         before, t0 = _cpu(proc), time.perf_counter()
         samples, seconds = await closed_loop(b.call, c, requests_for(c))
-        if system == "mirroring-on":
+        if mirrored:
             sent += len(samples)
             await _settled(b.gw, sent)
         after, window = _cpu(proc), time.perf_counter() - t0

@@ -19,11 +19,15 @@ from bench.load import Cell, paired_values
 
 PAIRS = (
     ("mirroring-on", "mirroring-off"),
+    ("mirroring-unscored", "mirroring-off"),
     ("neighbour-asyncllm", "mirroring-off"),
     ("neighbour-twin", "mirroring-off"),
     ("mirroring-on", "neighbour-asyncllm"),
+    ("mirroring-unscored", "neighbour-asyncllm"),
+    ("mirroring-on", "mirroring-unscored"),
 )
-"""(system, baseline): mirroring's whole cost, a neighbour's decode, and mirroring beyond it."""
+"""(system, baseline): mirroring's whole cost, unscored, a neighbour's decode, mirroring beyond it,
+and what scoring every copy teacher-forced costs over comparing text only."""
 FIGURES = (("tokens_per_s", "tok/s"), ("ttft_p50_s", "TTFT p50"))
 
 

@@ -160,7 +160,13 @@ def mirror_tables(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-MIRROR_SYSTEMS = ("mirroring-on", "neighbour-read", "neighbour-asyncllm", "neighbour-twin")
+MIRROR_SYSTEMS = (
+    "mirroring-on",
+    "mirroring-unscored",
+    "neighbour-read",
+    "neighbour-asyncllm",
+    "neighbour-twin",
+)
 """The mirror suite's systems besides its baseline, mirroring-off, in the order its tables list them."""
 
 

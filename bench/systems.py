@@ -111,8 +111,10 @@ class Gateway:
             await asyncio.sleep(0.5)
         raise RuntimeError(f"the gateway's variants were not ready after {timeout_s:.0f} s")
 
-    async def set_sample_rate(self, variant: str, rate: float) -> None:
-        await self.stub.SetTraffic(pb.SetTrafficRequest(variant=variant, sample_rate=rate), timeout=10)
+    async def set_sample_rate(self, variant: str, rate: float, score_rate: float = 1.0) -> None:
+        """A shadow's share of requests mirrored and, of those, scored teacher-forced."""
+        request = pb.SetTrafficRequest(variant=variant, sample_rate=rate, score_rate=score_rate)
+        await self.stub.SetTraffic(request, timeout=10)
 
 
 def _write_config(workdir: Path, name: str, data: dict[str, Any]) -> Path:

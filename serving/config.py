@@ -105,6 +105,7 @@ class VariantConfig:
     role: Role = _f(Role.PRIMARY, "primary | candidate | shadow")
     weight: float = _f(1.0, "share of live traffic (primary and candidates), relative to the others")
     sample_rate: float = _f(1.0, "shadows: share of requests mirrored to this variant (0-1)")
+    score_rate: float = _f(1.0, "shadows: share of mirrored copies also scored teacher-forced (0-1)")
     max_in_flight: int = _f(8, "shadows: mirrored requests in flight beyond which copies are dropped")
     timeout_s: float = _f(60.0, "shadows: a mirrored request (and its scoring) times out after this")
     gate: dict[str, Any] = _f({}, "overrides of the `gate` defaults for this variant (same keys)")
@@ -267,6 +268,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"variant name {v.name!r}: use letters, digits, '-', '_' or '.'")
         if not 0.0 <= v.sample_rate <= 1.0:
             raise ConfigError(f"variant {v.name}: sample_rate must be in [0, 1], got {v.sample_rate}")
+        if not 0.0 <= v.score_rate <= 1.0:
+            raise ConfigError(f"variant {v.name}: score_rate must be in [0, 1], got {v.score_rate}")
         if v.weight < 0:
             raise ConfigError(f"variant {v.name}: weight must be >= 0, got {v.weight}")
         if v.max_in_flight < 1 or v.timeout_s <= 0:

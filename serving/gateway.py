@@ -70,6 +70,7 @@ class VariantInfo:
     ready: bool
     weight: float
     sample_rate: float
+    score_rate: float
 
 
 class Gateway:
@@ -130,6 +131,7 @@ class Gateway:
                 v.name in self._engines,
                 v.weight if v.role is not Role.SHADOW else 0.0,
                 v.sample_rate if v.role is Role.SHADOW else 0.0,
+                v.score_rate if v.role is Role.SHADOW else 0.0,
             )
             for v in self.config.variants
         ]
@@ -207,7 +209,7 @@ class Gateway:
                 sampling = whole_answer(sampling)
             job = self.mirror.start(prompt, sampling) if variant.role is Role.PRIMARY else None
             acc = Accumulator()
-            logprobs = self.mirror.logprobs if job else None
+            logprobs = job.logprobs if job else None
             span.called()
             gen = stream_generation(
                 engine, variant, prompt, sampling, self._sink, uuid.uuid4().hex, logprobs, ids
@@ -270,14 +272,14 @@ class Gateway:
     def set_variants(self, variants: list[VariantConfig], source: str, caller: str = "") -> None:
         """Swaps in new roles, weights and sample rates at once (see `serving.traffic`): requests
         routed from now on see them; requests in flight finish with the settings they began with."""
-        before = {v.name: (v.role.value, v.weight, v.sample_rate) for v in self.config.variants}
+        before = {v.name: (v.role.value, v.weight, v.sample_rate, v.score_rate) for v in self.config.variants}
         self.config = dataclasses.replace(self.config, variants=variants)
         self.mirror.set_variants(variants)
         for v in variants:
-            now = (v.role.value, v.weight, v.sample_rate)
+            now = (v.role.value, v.weight, v.sample_rate, v.score_rate)
             if before[v.name] != now:
                 log.warning(
-                    "traffic change (%s by %s): %s role/weight/sample_rate %s -> %s",
+                    "traffic change (%s by %s): %s role/weight/sample_rate/score_rate %s -> %s",
                     source, caller or "-", v.name, before[v.name], now,
                 )  # fmt: skip
         self._sink.traffic(source, "applied")

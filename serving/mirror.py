@@ -4,7 +4,9 @@ A mirrored copy runs as a tracked task, off the primary's path: it is sampled (p
 bounded (in-flight copies per shadow beyond which new copies are dropped and counted) and timed
 out. It waits for the primary's answer, scores the primary's completion under the shadow
 (teacher-forced prompt logprobs; the primary's own logprobs come with its generation), compares
-the two with `serving.drift` and reports the outcome. A slow, failing or not-yet-ready shadow
+the two with `serving.drift` and reports the outcome. Scoring re-reads the shadow's weights over
+the whole answer and asks the primary for its top-k logprobs, so a shadow's `score_rate` scores
+only a sample of the copies (each drawn on its own); the rest are compared on their text. A slow, failing or not-yet-ready shadow
 never touches the primary's answer.
 """
 
@@ -50,6 +52,8 @@ class MirrorJob:
     def __init__(self) -> None:
         self._future: asyncio.Future[PrimaryResult] = asyncio.get_running_loop().create_future()
         self.copies: list[asyncio.Task[None]] = []
+        self.logprobs: int | None = None
+        """Top-k logprobs the primary should return with its tokens: set when a copy is scored."""
 
     def primary_done(self, generated: Generated) -> None:
         if not self._future.done():
@@ -104,11 +108,6 @@ class Mirror:
     def active(self) -> bool:
         return bool(self._shadows)
 
-    @property
-    def logprobs(self) -> int | None:
-        """Top-k logprobs the primary should return with its tokens (for teacher-forced KL)."""
-        return self._cfg.top_k if self._shadows and self._cfg.teacher_forced else None
-
     def in_flight(self, name: str) -> int:
         return self._in_flight.get(name, 0)
 
@@ -123,12 +122,21 @@ class Mirror:
                 self._outcome(shadow.name, "dropped")
                 continue
             job = job or MirrorJob()
+            scored = self._scored(shadow)
+            if scored:
+                job.logprobs = self._cfg.top_k
             self._in_flight[shadow.name] += 1
-            task = asyncio.create_task(self._run(shadow, engine, prompt, sampling, job))
+            task = asyncio.create_task(self._run(shadow, engine, prompt, sampling, job, scored))
             job.copies.append(task)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return job
+
+    def _scored(self, shadow: VariantConfig) -> bool:
+        """Whether this copy is scored teacher-forced (a draw only for rates strictly inside 0-1)."""
+        if not self._cfg.teacher_forced or shadow.score_rate <= 0.0:
+            return False
+        return shadow.score_rate >= 1.0 or self._rng.random() < shadow.score_rate
 
     def answered(
         self, variant: str, prompt: str, sampling: SamplingSpec, text: str, primary_text: str | None
@@ -161,14 +169,20 @@ class Mirror:
         )
 
     async def _run(
-        self, shadow: VariantConfig, engine: Engine, prompt: str, sampling: SamplingSpec, job: MirrorJob
+        self,
+        shadow: VariantConfig,
+        engine: Engine,
+        prompt: str,
+        sampling: SamplingSpec,
+        job: MirrorJob,
+        scored: bool,
     ) -> None:
         name = shadow.name
         try:
             async with asyncio.timeout(shadow.timeout_s):
                 mine = await run_generation(engine, shadow, prompt, sampling, self._sink, uuid.uuid4().hex)
                 primary = await job.wait()
-                result = await self._compare(engine, primary, mine.answer)
+                result = await self._compare(engine, primary, mine.answer, scored)
         except TimeoutError:
             self._outcome(name, "timeout")
         except PrimaryGone:
@@ -187,9 +201,9 @@ class Mirror:
             self._in_flight[name] -= 1
 
     async def _compare(
-        self, engine: Engine, primary: PrimaryResult, shadow: drift.Answer
+        self, engine: Engine, primary: PrimaryResult, shadow: drift.Answer, scored: bool
     ) -> drift.DriftResult:
-        if not (self._cfg.teacher_forced and primary.answer.token_ids and primary.logprobs):
+        if not (scored and primary.answer.token_ids and primary.logprobs):
             return drift.compare(primary.answer, shadow)
         ids = primary.prompt_token_ids + primary.answer.token_ids
         scores = await engine.score(ids, len(primary.prompt_token_ids), self._cfg.top_k, uuid.uuid4().hex)

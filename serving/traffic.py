@@ -23,6 +23,7 @@ class TrafficChange:
     weight: float | None = None
     sample_rate: float | None = None
     role: Role | None = None
+    score_rate: float | None = None
 
 
 def _find(variants: list[VariantConfig], name: str) -> VariantConfig:
@@ -46,10 +47,11 @@ def changed(config: Config, change: TrafficChange) -> list[VariantConfig]:
     target = _find(config.variants, change.variant)
     if change.role is Role.PRIMARY or (change.role is not None and target.role is Role.PRIMARY):
         raise InvalidArgument("the primary changes only by Promote")
-    if change.weight is None and change.sample_rate is None and change.role is None:
-        raise InvalidArgument("nothing to change: give weight, sample_rate or role")
+    keys = ("weight", "sample_rate", "role", "score_rate")
+    if all(getattr(change, key) is None for key in keys):
+        raise InvalidArgument("nothing to change: give weight, sample_rate, score_rate or role")
     updates: dict[str, Any] = {}
-    for key in ("weight", "sample_rate", "role"):
+    for key in keys:
         if getattr(change, key) is not None:
             updates[key] = getattr(change, key)
     new = [dataclasses.replace(v, **updates) if v.name == change.variant else v for v in config.variants]
@@ -75,7 +77,7 @@ def promoted(config: Config, name: str) -> list[VariantConfig]:
 
 
 def reloaded(config: Config, new: Config) -> list[VariantConfig]:
-    """The traffic settings of `new` (roles, weights, sample rates, mirroring bounds) on the running
+    """The traffic settings of `new` (roles, weights, sample and score rates, mirroring bounds) on the running
     variants; the set of variants and their models/engines cannot change without a restart."""
     running = {v.name: v for v in config.variants}
     wanted = {v.name: v for v in new.variants}
@@ -86,7 +88,7 @@ def reloaded(config: Config, new: Config) -> list[VariantConfig]:
     ]
     if moved:
         raise InvalidArgument(f"reload cannot change the model or engine of {moved}: restart instead")
-    fields = ("role", "weight", "sample_rate", "max_in_flight", "timeout_s", "gate")
+    fields = ("role", "weight", "sample_rate", "score_rate", "max_in_flight", "timeout_s", "gate")
     return checked(
         config,
         [dataclasses.replace(v, **{f: getattr(wanted[v.name], f) for f in fields}) for v in config.variants],

@@ -19,6 +19,8 @@ class FakeEngine:
         self._max = max_model_len
         self.prompts: list[str] = []
         self.samplings: list[SamplingSpec] = []
+        self.logprob_asks: list[int | None] = []
+        self.scored = 0
 
     @property
     def max_model_len(self) -> int:
@@ -40,6 +42,7 @@ class FakeEngine:
     ) -> AsyncGenerator[Chunk, None]:
         self.prompts.append(prompt)
         self.samplings.append(sampling)
+        self.logprob_asks.append(logprobs)
         words = self.text.split(" ")
         for i, w in enumerate(words):
             last = i == len(words) - 1
@@ -50,11 +53,13 @@ class FakeEngine:
                 finish_reason="stop" if last else None,
                 prompt_tokens=len(self.encode_prompt(prompt)),
                 completion_tokens=i + 1,
+                logprobs=({self.first_id + i: 0.0},) if logprobs else (),
             )
 
     async def score(
         self, token_ids: Sequence[int], start: int, top_k: int, request_id: str
     ) -> list[TokenLogprobs]:
+        self.scored += 1
         return [{t: 0.0} for t in token_ids[start:]]
 
     async def abort(self, request_id: str) -> None:

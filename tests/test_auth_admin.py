@@ -130,21 +130,27 @@ async def test_admin_steps_change_traffic_and_bad_ones_change_nothing(app: App) 
             pb.SetTrafficRequest(variant="cand"),
             pb.SetTrafficRequest(variant="cand", role=pb.ROLE_PRIMARY),
             pb.SetTrafficRequest(variant="shadow", sample_rate=1.5),
+            pb.SetTrafficRequest(variant="shadow", score_rate=-0.1),
         ]
         before = [(v.name, v.role, v.weight, v.sample_rate) for v in app.gateway.config.variants]
         codes = [await _code(stub.SetTraffic(r, metadata=admin)) for r in bad]
-        assert codes == [grpc.StatusCode.NOT_FOUND] + [grpc.StatusCode.INVALID_ARGUMENT] * 4
+        assert codes == [grpc.StatusCode.NOT_FOUND] + [grpc.StatusCode.INVALID_ARGUMENT] * 5
         assert [(v.name, v.role, v.weight, v.sample_rate) for v in app.gateway.config.variants] == before
         listed = await stub.SetTraffic(pb.SetTrafficRequest(variant="cand", weight=1.0), metadata=admin)
         assert {v.name: v.weight for v in listed.variants}["cand"] == 1.0
+        listed = await stub.SetTraffic(
+            pb.SetTrafficRequest(variant="shadow", score_rate=0.25), metadata=admin
+        )
+        shadow = {v.name: v for v in listed.variants}["shadow"]
+        assert (shadow.score_rate, shadow.sample_rate) == (0.25, 1.0)  # only the field given changed
         listed = await stub.Promote(pb.PromoteRequest(variant="cand"), metadata=admin)
         roles = {v.name: v.role for v in listed.variants}
         assert roles == {"dense": pb.ROLE_SHADOW, "cand": pb.ROLE_PRIMARY, "shadow": pb.ROLE_SHADOW}
         reply = await stub.Generate(pb.GenerateRequest(prompt="hi", variant=""), metadata=admin)
         assert reply.variant == "cand"
     changes = app.registry.get_sample_value
-    assert changes("driftgate_traffic_changes_total", {"source": "admin", "outcome": "refused"}) == 5
-    assert changes("driftgate_traffic_changes_total", {"source": "admin", "outcome": "applied"}) == 2
+    assert changes("driftgate_traffic_changes_total", {"source": "admin", "outcome": "refused"}) == 6
+    assert changes("driftgate_traffic_changes_total", {"source": "admin", "outcome": "applied"}) == 3
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -177,11 +183,12 @@ async def test_promotion_under_load_loses_no_request(tmp_path: Path) -> None:
 async def test_sighup_reload_applies_traffic_settings_or_nothing(app: App, tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     keys = tmp_path / "keys.yaml"
-    body = "auth: {{keys_file: {keys}}}\nvariants:\n  - {{name: dense}}\n  - {{name: cand, role: candidate, weight: {w}}}\n  - {{name: shadow, role: shadow, sample_rate: {r}}}\n"
-    path.write_text(body.format(keys=keys, w=0.25, r=0.5))
+    body = "auth: {{keys_file: {keys}}}\nvariants:\n  - {{name: dense}}\n  - {{name: cand, role: candidate, weight: {w}}}\n  - {{name: shadow, role: shadow, sample_rate: {r}, score_rate: {s}}}\n"
+    path.write_text(body.format(keys=keys, w=0.25, r=0.5, s=0.1))
     assert reload_traffic(app, path)
     cand, shadow = app.gateway.config.variant("cand"), app.gateway.config.variant("shadow")
-    assert cand is not None and shadow is not None and (cand.weight, shadow.sample_rate) == (0.25, 0.5)
+    assert cand is not None and shadow is not None
+    assert (cand.weight, shadow.sample_rate, shadow.score_rate) == (0.25, 0.5, 0.1)
     path.write_text("variants:\n  - {name: dense}\n")  # removes variants: refused
     assert not reload_traffic(app, path)
     path.write_text("variants: [{name: dense, unknown_key: 1}]\n")

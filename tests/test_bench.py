@@ -469,11 +469,13 @@ def test_pool_pairs_cells_within_each_run_and_repeat() -> None:
 
     def run(on: float, off: float) -> dict[str, Any]:
         cells = [_cell("mirroring-on", 1, 0, on, 1.0), _cell("mirroring-off", 1, 0, off, 1.0)]
+        cells.append(_cell("mirroring-unscored", 1, 0, 50.0, 1.0))
         return {"mirror": {"cells": [c.as_dict() for c in cells]}}
 
     text = "\n".join(pooled_lines([run(40.0, 50.0), run(45.0, 50.0)]))
     # 0.8 and 0.9: cross-run pairs would have added 40/50 and 45/50 again, or mixed 40 with the other 50.
     assert "| mirroring-on / mirroring-off | tok/s | 1 | 0.850 | 0.825–0.875 | 0.800–0.900 | 2 |" in text
+    assert "| mirroring-on / mirroring-unscored | tok/s | 1 | 0.850 |" in text  # what scoring costs
     assert "neighbour-asyncllm" not in text  # no cells, no row
     assert quartiles([3.0]) == (3.0, 3.0, 3.0, 3.0, 3.0)
     assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (1.0, 2.0, 3.0, 4.0, 5.0)

@@ -47,6 +47,7 @@ def test_defaults_and_home_expansion(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         ("variants: [{name: a, role: shadow}]", "exactly one variant must have role primary"),
         ("variants: [{name: a}, {name: a, role: shadow}]", "unique"),
         ("variants: [{name: a}, {name: b, role: shadow, sample_rate: 1.5}]", "sample_rate"),
+        ("variants: [{name: a}, {name: b, role: shadow, score_rate: -0.5}]", "score_rate"),
         ("server: {event_loop: trio}", "server.event_loop must be asyncio or uvloop"),
         ("variants: [{name: a, engine: {nice: 20}}]", "variant a: engine.nice must be in 0-19"),
         ("variants: [{name: a, engine: {nice: -5}}]", "variant a: engine.nice must be in 0-19"),

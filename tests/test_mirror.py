@@ -133,9 +133,29 @@ async def test_request_pinned_to_a_shadow_is_answered_by_it(app: App, stub: pb_g
 
 async def test_list_variants_reports_roles_and_readiness(stub: pb_grpc.GatewayStub) -> None:
     resp = await stub.ListVariants(pb.ListVariantsRequest())
-    roles = {v.name: (v.role, v.ready, v.sample_rate) for v in resp.variants}
-    assert roles["dense"] == (pb.ROLE_PRIMARY, True, 0.0)
-    assert roles["twin"] == (pb.ROLE_SHADOW, True, 1.0)
+    roles = {v.name: (v.role, v.ready, v.sample_rate, v.score_rate) for v in resp.variants}
+    assert roles["dense"] == (pb.ROLE_PRIMARY, True, 0.0, 0.0)
+    assert roles["twin"] == (pb.ROLE_SHADOW, True, 1.0, 1.0)
+
+
+async def test_score_rate_0_compares_copies_on_their_text_only(app: App, stub: pb_grpc.GatewayStub) -> None:
+    """SetTraffic score_rate 0: the twin's copies are compared, not scored teacher-forced (no KL)."""
+    await asyncio.wait_for(app.gateway.mirror.drain(), SLOW_TIMEOUT_S + 30)
+    before = await summary(stub)
+    tf0 = value(app, "driftgate_drift_kl_count", variant="twin")
+    listed = await stub.SetTraffic(pb.SetTrafficRequest(variant="twin", score_rate=0.0))
+    assert {v.name: v.score_rate for v in listed.variants}["twin"] == 0.0
+    try:
+        for prompt in PROMPTS[:3]:
+            reply = await stub.Generate(pb.GenerateRequest(prompt=prompt, max_tokens=8))
+            assert reply.variant == "dense" and reply.text
+        await asyncio.wait_for(app.gateway.mirror.drain(), SLOW_TIMEOUT_S + 30)
+    finally:
+        await stub.SetTraffic(pb.SetTrafficRequest(variant="twin", score_rate=1.0))
+    twin = (await summary(stub))["twin"]
+    assert twin.compared - before["twin"].compared == 3 and twin.exact_match_rate == 1.0
+    assert value(app, "driftgate_drift_kl_count", variant="twin") == tf0  # none of the three was scored
+    assert value(app, "driftgate_drift_token_agreement_count", variant="twin") == twin.compared
 
 
 async def test_shutdown_cancels_mirrored_copies(dense_engine: Engine) -> None:

@@ -259,3 +259,42 @@ async def test_tokens_that_come_with_the_first_have_no_inter_token_gap() -> None
     (stats,) = sink.requests
     assert stats.ttft_s is not None and stats.ttft_s >= 0.01
     assert len(stats.inter_token_s) == 2 and all(g >= 0.005 for g in stats.inter_token_s)
+
+
+async def test_score_rate_scores_a_share_of_the_copies_and_asks_the_primary_only_for_those() -> None:
+    gateway, engines, sink = _gateway(
+        VariantConfig(name="dense"),
+        VariantConfig(name="third", role=Role.SHADOW, score_rate=0.3, max_in_flight=1000),
+    )
+    n = 400
+    for _ in range(n):
+        await gateway.generate(GenerateCall(prompt="hi"))
+    await gateway.mirror.drain()
+    scored = [m for m in sink.mirrors if m.teacher_forced_agreement is not None]
+    assert len(sink.mirrors) == n and all(m.outcome == "compared" for m in sink.mirrors)
+    assert _within(len(scored), n, 0.3) and engines["third"].scored == len(scored)
+    asks = engines["dense"].logprob_asks
+    assert sum(a is not None for a in asks) == len(scored)  # top-k logprobs only for scored copies
+    assert all(m.kl is not None for m in scored)
+    assert all(m.kl is None and m.token_agreement is not None for m in sink.mirrors if m not in scored)
+
+
+async def test_score_rate_0_and_1_decide_per_shadow_without_a_draw() -> None:
+    gateway, engines, sink = _gateway(
+        VariantConfig(name="dense"),
+        VariantConfig(name="scored", role=Role.SHADOW),
+        VariantConfig(name="text", role=Role.SHADOW, score_rate=0.0),
+    )
+    for _ in range(5):
+        await gateway.generate(GenerateCall(prompt="hi"))
+    await gateway.mirror.drain()
+    assert engines["scored"].scored == 5 and engines["text"].scored == 0
+    assert engines["dense"].logprob_asks == [5] * 5  # drift.top_k, for the scored shadow
+    tf = {m.variant: m.teacher_forced_agreement for m in sink.mirrors}
+    assert tf["scored"] == 1.0 and tf["text"] is None
+    gateway, engines, _ = _gateway(
+        VariantConfig(name="dense"), VariantConfig(name="text", role=Role.SHADOW, score_rate=0.0)
+    )
+    await gateway.generate(GenerateCall(prompt="hi"))
+    await gateway.mirror.drain()
+    assert engines["dense"].logprob_asks == [None] and engines["text"].scored == 0

@@ -127,6 +127,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             weight=request.weight if request.HasField("weight") else None,
             sample_rate=request.sample_rate if request.HasField("sample_rate") else None,
             role=_role(request.role) if request.HasField("role") else None,
+            score_rate=request.score_rate if request.HasField("score_rate") else None,
         )
         self._gateway.change_traffic(lambda config: changed(config, change), "admin", CALLER.get())
         return await self.ListVariants(pb.ListVariantsRequest(), context)
@@ -145,6 +146,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                     ready=v.ready,
                     weight=v.weight,
                     sample_rate=v.sample_rate,
+                    score_rate=v.score_rate,
                 )
                 for v in self._gateway.variants()
             ]

@@ -23,7 +23,8 @@ from serving.grpc._gen.driftgate.v1 import gateway_pb2_grpc as pb_grpc
 from serving.stats import LATENCY_BUCKETS, ProbeStats, RequestStats
 from tests.fakes import FakeEngine
 
-# Fakes carry no probe traffic and no logprobs to score: the answer-comparison gates judge them.
+# Fakes carry no probe traffic and only placeholder logprobs (every token certain): the
+# answer-comparison gates judge them.
 FAKE_GATES = {"probe_margin": None, "max_kl": None, "min_exact_match": 0.5, "min_token_agreement": 0.8}
 
 
