@@ -94,15 +94,20 @@ async def test_pins_and_readiness() -> None:
     assert late.is_ready() and (await late.generate(GenerateCall(prompt="hi"))).variant == "dense"
 
 
-async def test_sample_rate_mirrors_a_share_of_requests() -> None:
-    gateway, engines, sink = _gateway(
-        VariantConfig(name="dense"),
-        VariantConfig(name="half", role=Role.SHADOW, sample_rate=0.5, max_in_flight=1000),
-    )
-    n = 400
+async def _mirrored(n: int, *shadows: VariantConfig) -> tuple[dict[str, FakeEngine], ListSink]:
+    """`n` requests to a dense primary with `shadows`, once their mirrored copies are done."""
+    gateway, engines, sink = _gateway(VariantConfig(name="dense"), *shadows)
     for _ in range(n):
         await gateway.generate(GenerateCall(prompt="hi"))
     await gateway.mirror.drain()
+    return engines, sink
+
+
+async def test_sample_rate_mirrors_a_share_of_requests() -> None:
+    n = 400
+    engines, sink = await _mirrored(
+        n, VariantConfig(name="half", role=Role.SHADOW, sample_rate=0.5, max_in_flight=1000)
+    )
     assert _within(len(engines["half"].prompts), n, 0.5)
     assert all(m.outcome == "compared" for m in sink.mirrors) and len(sink.mirrors) == len(
         engines["half"].prompts
@@ -262,14 +267,10 @@ async def test_tokens_that_come_with_the_first_have_no_inter_token_gap() -> None
 
 
 async def test_score_rate_scores_a_share_of_the_copies_and_asks_the_primary_only_for_those() -> None:
-    gateway, engines, sink = _gateway(
-        VariantConfig(name="dense"),
-        VariantConfig(name="third", role=Role.SHADOW, score_rate=0.3, max_in_flight=1000),
-    )
     n = 400
-    for _ in range(n):
-        await gateway.generate(GenerateCall(prompt="hi"))
-    await gateway.mirror.drain()
+    engines, sink = await _mirrored(
+        n, VariantConfig(name="third", role=Role.SHADOW, score_rate=0.3, max_in_flight=1000)
+    )
     scored = [m for m in sink.mirrors if m.teacher_forced_agreement is not None]
     assert len(sink.mirrors) == n and all(m.outcome == "compared" for m in sink.mirrors)
     assert _within(len(scored), n, 0.3) and engines["third"].scored == len(scored)
@@ -280,21 +281,14 @@ async def test_score_rate_scores_a_share_of_the_copies_and_asks_the_primary_only
 
 
 async def test_score_rate_0_and_1_decide_per_shadow_without_a_draw() -> None:
-    gateway, engines, sink = _gateway(
-        VariantConfig(name="dense"),
+    engines, sink = await _mirrored(
+        5,
         VariantConfig(name="scored", role=Role.SHADOW),
         VariantConfig(name="text", role=Role.SHADOW, score_rate=0.0),
     )
-    for _ in range(5):
-        await gateway.generate(GenerateCall(prompt="hi"))
-    await gateway.mirror.drain()
     assert engines["scored"].scored == 5 and engines["text"].scored == 0
     assert engines["dense"].logprob_asks == [5] * 5  # drift.top_k, for the scored shadow
     tf = {m.variant: m.teacher_forced_agreement for m in sink.mirrors}
     assert tf["scored"] == 1.0 and tf["text"] is None
-    gateway, engines, _ = _gateway(
-        VariantConfig(name="dense"), VariantConfig(name="text", role=Role.SHADOW, score_rate=0.0)
-    )
-    await gateway.generate(GenerateCall(prompt="hi"))
-    await gateway.mirror.drain()
+    engines, _ = await _mirrored(1, VariantConfig(name="text", role=Role.SHADOW, score_rate=0.0))
     assert engines["dense"].logprob_asks == [None] and engines["text"].scored == 0
