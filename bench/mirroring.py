@@ -55,6 +55,7 @@ def _variants(model: str) -> list[dict[str, Any]]:
             "sample_rate": 1.0,
             "max_in_flight": 64,
             "timeout_s": 300,
+            "gate": {"max_kl": None},  # mirroring-unscored sets its score_rate to 0
             "engine": engine_yaml("1"),
         },
     ]

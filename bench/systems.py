@@ -111,9 +111,11 @@ class Gateway:
             await asyncio.sleep(0.5)
         raise RuntimeError(f"the gateway's variants were not ready after {timeout_s:.0f} s")
 
-    async def set_sample_rate(self, variant: str, rate: float, score_rate: float = 1.0) -> None:
-        """A shadow's share of requests mirrored and, of those, scored teacher-forced."""
-        request = pb.SetTrafficRequest(variant=variant, sample_rate=rate, score_rate=score_rate)
+    async def set_sample_rate(self, variant: str, rate: float, score_rate: float | None = None) -> None:
+        """A shadow's share of requests mirrored and, of those, scored teacher-forced (None: as is)."""
+        request = pb.SetTrafficRequest(variant=variant, sample_rate=rate)
+        if score_rate is not None:
+            request.score_rate = score_rate
         await self.stub.SetTraffic(request, timeout=10)
 
 

@@ -296,6 +296,20 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"variant {v.name}: gate.kl_cap is set once, in the gate defaults")
         if gate.relative_to and gate.relative_to not in names:
             raise ConfigError(f"variant {v.name}: gate.relative_to names no variant: {gate.relative_to!r}")
+        if gate.max_kl is not None:
+            _validate_scored(cfg, v, cfg.variant(gate.relative_to))
+
+
+def _validate_scored(cfg: Config, v: VariantConfig, twin: VariantConfig | None) -> None:
+    """A KL gate on a shadow (or on the twin it is judged against) needs teacher-forced scores;
+    without them its verdict would wait for samples forever."""
+    for w in (v, twin):
+        if w is not None and w.role is Role.SHADOW and not (cfg.drift.teacher_forced and w.score_rate > 0):
+            why = "score_rate is 0" if cfg.drift.teacher_forced else "drift.teacher_forced is false"
+            raise ConfigError(
+                f"variant {v.name}: gate.max_kl needs teacher-forced KL scores of {w.name}, and its {why}: "
+                "score some copies, or set gate.max_kl: null for it"
+            )
 
 
 def _validate_engine(v: VariantConfig) -> None:

@@ -270,7 +270,7 @@ class Gateway:
         self.set_variants(variants, source, caller)
 
     def set_variants(self, variants: list[VariantConfig], source: str, caller: str = "") -> None:
-        """Swaps in new roles, weights and sample rates at once (see `serving.traffic`): requests
+        """Swaps in new roles, weights, sample and score rates at once (see `serving.traffic`): requests
         routed from now on see them; requests in flight finish with the settings they began with."""
         before = {v.name: (v.role.value, v.weight, v.sample_rate, v.score_rate) for v in self.config.variants}
         self.config = dataclasses.replace(self.config, variants=variants)

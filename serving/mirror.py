@@ -6,8 +6,8 @@ out. It waits for the primary's answer, scores the primary's completion under th
 (teacher-forced prompt logprobs; the primary's own logprobs come with its generation), compares
 the two with `serving.drift` and reports the outcome. Scoring re-reads the shadow's weights over
 the whole answer and asks the primary for its top-k logprobs, so a shadow's `score_rate` scores
-only a sample of the copies (each drawn on its own); the rest are compared on their text. A slow, failing or not-yet-ready shadow
-never touches the primary's answer.
+only a sample of the copies (each drawn on its own); the rest are compared on their text. A slow,
+failing or not-yet-ready shadow never touches the primary's answer.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class Mirror:
         self.on_answer: AnswerHook | None = None
 
     def set_variants(self, variants: list[VariantConfig]) -> None:
-        """New shadows and sample rates for the copies started from now on (running ones go on)."""
+        """New shadows, sample and score rates for the copies started from now on (running ones go on)."""
         self._shadows = [v for v in variants if v.role is Role.SHADOW]
         for v in self._shadows:
             self._in_flight.setdefault(v.name, 0)
@@ -117,12 +117,12 @@ class Mirror:
         for shadow in self._shadows:
             if self._rng.random() >= shadow.sample_rate:
                 continue
+            scored = self._scored(shadow)  # drawn before a drop, so the draws do not depend on load
             engine = self._engines.get(shadow.name)
             if engine is None or self._in_flight[shadow.name] >= shadow.max_in_flight:
                 self._outcome(shadow.name, "dropped")
                 continue
             job = job or MirrorJob()
-            scored = self._scored(shadow)
             if scored:
                 job.logprobs = self._cfg.top_k
             self._in_flight[shadow.name] += 1

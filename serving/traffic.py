@@ -60,7 +60,7 @@ def changed(config: Config, change: TrafficChange) -> list[VariantConfig]:
 
 def promoted(config: Config, name: str) -> list[VariantConfig]:
     """`name` becomes the primary (keeping its weight, 1 if it had none); the old primary becomes a
-    shadow mirrored at rate 1, so the comparison goes on, now the other way round."""
+    shadow mirrored and scored at rate 1, so the comparison goes on, now the other way round."""
     target = _find(config.variants, name)
     if target.role is Role.PRIMARY:
         raise InvalidArgument(f"{name} is already the primary")
@@ -70,7 +70,7 @@ def promoted(config: Config, name: str) -> list[VariantConfig]:
         if v.name == name:
             return dataclasses.replace(v, role=Role.PRIMARY, weight=v.weight if v.weight > 0 else 1.0)
         if v.name == old:
-            return dataclasses.replace(v, role=Role.SHADOW, sample_rate=1.0)
+            return dataclasses.replace(v, role=Role.SHADOW, sample_rate=1.0, score_rate=1.0)
         return v
 
     return checked(config, [step(v) for v in config.variants])

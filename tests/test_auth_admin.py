@@ -131,11 +131,15 @@ async def test_admin_steps_change_traffic_and_bad_ones_change_nothing(app: App) 
             pb.SetTrafficRequest(variant="cand", role=pb.ROLE_PRIMARY),
             pb.SetTrafficRequest(variant="shadow", sample_rate=1.5),
             pb.SetTrafficRequest(variant="shadow", score_rate=-0.1),
+            pb.SetTrafficRequest(variant="shadow", score_rate=0.0),  # its KL gate needs scores
         ]
-        before = [(v.name, v.role, v.weight, v.sample_rate) for v in app.gateway.config.variants]
+        before = [
+            (v.name, v.role, v.weight, v.sample_rate, v.score_rate) for v in app.gateway.config.variants
+        ]
         codes = [await _code(stub.SetTraffic(r, metadata=admin)) for r in bad]
-        assert codes == [grpc.StatusCode.NOT_FOUND] + [grpc.StatusCode.INVALID_ARGUMENT] * 5
-        assert [(v.name, v.role, v.weight, v.sample_rate) for v in app.gateway.config.variants] == before
+        assert codes == [grpc.StatusCode.NOT_FOUND] + [grpc.StatusCode.INVALID_ARGUMENT] * 6
+        after = [(v.name, v.role, v.weight, v.sample_rate, v.score_rate) for v in app.gateway.config.variants]
+        assert after == before
         listed = await stub.SetTraffic(pb.SetTrafficRequest(variant="cand", weight=1.0), metadata=admin)
         assert {v.name: v.weight for v in listed.variants}["cand"] == 1.0
         listed = await stub.SetTraffic(
@@ -143,14 +147,17 @@ async def test_admin_steps_change_traffic_and_bad_ones_change_nothing(app: App) 
         )
         shadow = {v.name: v for v in listed.variants}["shadow"]
         assert (shadow.score_rate, shadow.sample_rate) == (0.25, 1.0)  # only the field given changed
+        await stub.SetTraffic(pb.SetTrafficRequest(variant="dense", score_rate=0.5), metadata=admin)
         listed = await stub.Promote(pb.PromoteRequest(variant="cand"), metadata=admin)
         roles = {v.name: v.role for v in listed.variants}
         assert roles == {"dense": pb.ROLE_SHADOW, "cand": pb.ROLE_PRIMARY, "shadow": pb.ROLE_SHADOW}
+        old = {v.name: v for v in listed.variants}["dense"]
+        assert (old.sample_rate, old.score_rate) == (1.0, 1.0)  # the old primary is compared in full
         reply = await stub.Generate(pb.GenerateRequest(prompt="hi", variant=""), metadata=admin)
         assert reply.variant == "cand"
     changes = app.registry.get_sample_value
-    assert changes("driftgate_traffic_changes_total", {"source": "admin", "outcome": "refused"}) == 6
-    assert changes("driftgate_traffic_changes_total", {"source": "admin", "outcome": "applied"}) == 3
+    assert changes("driftgate_traffic_changes_total", {"source": "admin", "outcome": "refused"}) == 7
+    assert changes("driftgate_traffic_changes_total", {"source": "admin", "outcome": "applied"}) == 4
 
 
 @pytest.mark.asyncio(loop_scope="session")

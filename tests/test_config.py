@@ -48,6 +48,19 @@ def test_defaults_and_home_expansion(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         ("variants: [{name: a}, {name: a, role: shadow}]", "unique"),
         ("variants: [{name: a}, {name: b, role: shadow, sample_rate: 1.5}]", "sample_rate"),
         ("variants: [{name: a}, {name: b, role: shadow, score_rate: -0.5}]", "score_rate"),
+        (
+            "variants: [{name: a}, {name: b, role: shadow, score_rate: 0}]",
+            "variant b: gate.max_kl needs teacher-forced KL scores of b, and its score_rate is 0",
+        ),
+        (
+            "drift: {teacher_forced: false}\nvariants: [{name: a}, {name: b, role: shadow}]",
+            "scores of b, and its drift.teacher_forced is false",
+        ),
+        (
+            "variants: [{name: a}, {name: t, role: shadow, score_rate: 0, gate: {max_kl: null}},"
+            " {name: c, role: shadow, gate: {relative_to: t}}]",
+            "variant c: gate.max_kl needs teacher-forced KL scores of t",
+        ),
         ("server: {event_loop: trio}", "server.event_loop must be asyncio or uvloop"),
         ("variants: [{name: a, engine: {nice: 20}}]", "variant a: engine.nice must be in 0-19"),
         ("variants: [{name: a, engine: {nice: -5}}]", "variant a: engine.nice must be in 0-19"),
@@ -57,6 +70,12 @@ def test_bad_configs_are_rejected_with_the_key(tmp_path: Path, text: str, fragme
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text).rename(tmp_path / "config.yaml"))
     assert fragment in str(info.value)
+
+
+def test_a_shadow_compared_on_text_only_turns_its_kl_gate_off(tmp_path: Path) -> None:
+    text = "variants: [{name: a}, {name: b, role: shadow, score_rate: 0, gate: {max_kl: null}}]"
+    cfg = load_config(write(tmp_path, text).rename(tmp_path / "config.yaml"))
+    assert cfg.variants[1].score_rate == 0.0 and cfg.gate_for("b").max_kl is None
 
 
 def test_cli_flags_come_from_the_dataclass() -> None:

@@ -86,6 +86,7 @@ async def test_identical_shadow_matches_and_faulty_shadows_do_not_touch_the_prim
     assert twin.mean_token_agreement == 1.0
     assert twin.mean_teacher_forced_agreement == 1.0
     assert twin.HasField("mean_kl") and 0.0 <= twin.mean_kl < 1e-3
+    assert twin.kl_scored - before["twin"].kl_scored == n  # score_rate 1: every copy scored
     assert after["broken"].errors - before["broken"].errors == n
     slow_done = (after["slow"].timeouts + after["slow"].dropped) - (
         before["slow"].timeouts + before["slow"].dropped
@@ -138,24 +139,33 @@ async def test_list_variants_reports_roles_and_readiness(stub: pb_grpc.GatewaySt
     assert roles["twin"] == (pb.ROLE_SHADOW, True, 1.0, 1.0)
 
 
-async def test_score_rate_0_compares_copies_on_their_text_only(app: App, stub: pb_grpc.GatewayStub) -> None:
-    """SetTraffic score_rate 0: the twin's copies are compared, not scored teacher-forced (no KL)."""
-    await asyncio.wait_for(app.gateway.mirror.drain(), SLOW_TIMEOUT_S + 30)
-    before = await summary(stub)
-    tf0 = value(app, "driftgate_drift_kl_count", variant="twin")
-    listed = await stub.SetTraffic(pb.SetTrafficRequest(variant="twin", score_rate=0.0))
-    assert {v.name: v.score_rate for v in listed.variants}["twin"] == 0.0
+async def test_score_rate_0_compares_copies_on_their_text_only(
+    app: App, stub: pb_grpc.GatewayStub, dense_engine: Engine
+) -> None:
+    """score_rate 0 (config or SetTraffic): copies compared, none scored teacher-forced (no KL). A
+    shadow whose KL gate is on cannot have it: its verdict would wait for KL samples forever."""
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.SetTraffic(pb.SetTrafficRequest(variant="twin", score_rate=0.0))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "gate.max_kl needs teacher-forced KL scores of twin" in str(refused.value.details())
+    config = make_config(dense_variant(), shadow("text", gate={"max_kl": None}))
+    text_app = await start_app(config, engines={"dense": dense_engine, "text": dense_engine})
     try:
-        for prompt in PROMPTS[:3]:
-            reply = await stub.Generate(pb.GenerateRequest(prompt=prompt, max_tokens=8))
-            assert reply.variant == "dense" and reply.text
-        await asyncio.wait_for(app.gateway.mirror.drain(), SLOW_TIMEOUT_S + 30)
+        async with grpc.aio.insecure_channel(text_app.address) as channel:
+            text_stub = pb_grpc.GatewayStub(channel)
+            listed = await text_stub.SetTraffic(pb.SetTrafficRequest(variant="text", score_rate=0.0))
+            assert {v.name: v.score_rate for v in listed.variants}["text"] == 0.0
+            for prompt in PROMPTS[:3]:
+                reply = await text_stub.Generate(pb.GenerateRequest(prompt=prompt, max_tokens=8))
+                assert reply.variant == "dense" and reply.text
+            await asyncio.wait_for(text_app.gateway.mirror.drain(), 60)
+            text = (await summary(text_stub))["text"]
     finally:
-        await stub.SetTraffic(pb.SetTrafficRequest(variant="twin", score_rate=1.0))
-    twin = (await summary(stub))["twin"]
-    assert twin.compared - before["twin"].compared == 3 and twin.exact_match_rate == 1.0
-    assert value(app, "driftgate_drift_kl_count", variant="twin") == tf0  # none of the three was scored
-    assert value(app, "driftgate_drift_token_agreement_count", variant="twin") == twin.compared
+        await text_app.stop()
+    assert text.compared == 3 and text.exact_match_rate == 1.0
+    assert text.kl_scored == 0 and not text.HasField("mean_kl")
+    assert value(text_app, "driftgate_drift_kl_count", variant="text") == 0
+    assert value(text_app, "driftgate_drift_token_agreement_count", variant="text") == 3
 
 
 async def test_shutdown_cancels_mirrored_copies(dense_engine: Engine) -> None:

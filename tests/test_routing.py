@@ -10,11 +10,13 @@ from collections.abc import AsyncGenerator, Sequence
 
 import pytest
 
-from serving.config import Config, Role, VariantConfig
+from serving import drift
+from serving.config import Config, DriftConfig, Role, VariantConfig
 from serving.engines.base import Chunk, SamplingSpec
 from serving.errors import InvalidArgument, NotFound, Unavailable
 from serving.gateway import ChatMessage, Gateway, GenerateCall
 from serving.generation import run_generation, whole_answer
+from serving.mirror import Mirror
 from serving.routing import pick_weighted, route, unit_interval
 from serving.stats import ListSink
 from tests.fakes import FakeEngine, HangingEngine
@@ -51,6 +53,10 @@ def test_route_splits_random_and_sticky_traffic_by_weight() -> None:
     for split in (random_split, sticky_split):
         assert _within(split["cand"], n, 0.2), split
     assert all(route(choices, "user-42", rng) == route(choices, "user-42", rng) for _ in range(50))
+
+
+NO_KL = {"max_kl": None}
+"""Gate overrides of a shadow compared on its text only (score_rate 0 needs the KL gate off)."""
 
 
 def _gateway(*variants: VariantConfig) -> tuple[Gateway, dict[str, FakeEngine], ListSink]:
@@ -284,11 +290,37 @@ async def test_score_rate_0_and_1_decide_per_shadow_without_a_draw() -> None:
     engines, sink = await _mirrored(
         5,
         VariantConfig(name="scored", role=Role.SHADOW),
-        VariantConfig(name="text", role=Role.SHADOW, score_rate=0.0),
+        VariantConfig(name="text", role=Role.SHADOW, score_rate=0.0, gate=NO_KL),
     )
     assert engines["scored"].scored == 5 and engines["text"].scored == 0
     assert engines["dense"].logprob_asks == [5] * 5  # drift.top_k, for the scored shadow
     tf = {m.variant: m.teacher_forced_agreement for m in sink.mirrors}
     assert tf["scored"] == 1.0 and tf["text"] is None
-    engines, _ = await _mirrored(1, VariantConfig(name="text", role=Role.SHADOW, score_rate=0.0))
+    engines, _ = await _mirrored(1, VariantConfig(name="text", role=Role.SHADOW, score_rate=0.0, gate=NO_KL))
     assert engines["dense"].logprob_asks == [None] and engines["text"].scored == 0
+
+
+@pytest.mark.parametrize(("score_rate", "draws"), [(0.0, 1), (1.0, 1), (0.5, 2)])
+async def test_the_score_draw_is_made_only_inside_0_1_and_whether_or_not_the_copy_is_dropped(
+    score_rate: float, draws: int
+) -> None:
+    """Draws per request from the shared RNG depend on the config only, not on load or readiness:
+    a seeded gateway routes the same with the shadow's engine attached or missing (dropped)."""
+    states = []
+    for attached in (True, False):
+        variants = [
+            VariantConfig(name="dense"),
+            VariantConfig(name="s", role=Role.SHADOW, score_rate=score_rate, gate=NO_KL),
+        ]
+        engines = {"s": FakeEngine("s")} if attached else {}
+        rng = random.Random(3)
+        mirror = Mirror(variants, engines, DriftConfig(), drift.DriftBook(), ListSink(), rng)
+        job = mirror.start("hi", SamplingSpec(max_tokens=4))
+        assert (job is not None) is attached
+        await mirror.close()
+        reference = random.Random(3)
+        for _ in range(draws):
+            reference.random()
+        states.append(rng.getstate())
+        assert rng.getstate() == reference.getstate()
+    assert states[0] == states[1]

@@ -351,7 +351,9 @@ class VllmEngine:
     ) -> list[TokenLogprobs]:
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
+        # ids and logprobs only: no text, so vLLM's output processor (this process) does not
+        # decode the top-k tokens of every position
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k, detokenize=False)
         result = None
         try:
             async for out in self._llm.generate({"prompt_token_ids": list(token_ids)}, params, request_id):

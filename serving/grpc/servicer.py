@@ -91,6 +91,7 @@ def to_drift(name: str, s: DriftSummary, verdict: Verdict | None = None) -> pb.V
         exact_match_rate=s.exact_match_rate or 0.0,
         mean_token_agreement=s.mean_token_agreement or 0.0,
         mean_first_divergence_tokens=s.mean_first_divergence or 0.0,
+        kl_scored=s.kl_scored,
     )
     if s.mean_teacher_forced_agreement is not None:
         msg.mean_teacher_forced_agreement = s.mean_teacher_forced_agreement
