@@ -198,7 +198,9 @@ class GenerationConfig:
 class DriftConfig:
     """Online comparison of shadow answers with the primary's."""
 
-    teacher_forced: bool = _f(True, "score the primary's completion under both models (prompt logprobs)")
+    teacher_forced: bool = _f(
+        True, "score the primary's answer under the shadows (prompt logprobs); off: no KL gate"
+    )
     top_k: int = _f(5, "top-k logprobs per position for teacher-forced agreement and KL")
 
 
@@ -248,9 +250,11 @@ class Config:
         return sorted(self.variants, key=lambda v: v.role is not Role.PRIMARY)
 
     def gate_for(self, name: str) -> GateConfig:
-        """The promotion gates of variant `name`: the defaults with its overrides."""
+        """The promotion gates of variant `name`: the defaults with its overrides (no KL gate when
+        `drift.teacher_forced` is off: nothing is scored)."""
         variant = self.variant(name)
-        return self.gate.with_overrides(variant.gate if variant else None)
+        gate = self.gate.with_overrides(variant.gate if variant else None)
+        return gate if self.drift.teacher_forced else gate.with_overrides(max_kl=None)
 
     def variant(self, name: str) -> VariantConfig | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -266,10 +270,9 @@ def validate(cfg: Config) -> None:
     for v in cfg.variants:
         if not v.name or not v.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ConfigError(f"variant name {v.name!r}: use letters, digits, '-', '_' or '.'")
-        if not 0.0 <= v.sample_rate <= 1.0:
-            raise ConfigError(f"variant {v.name}: sample_rate must be in [0, 1], got {v.sample_rate}")
-        if not 0.0 <= v.score_rate <= 1.0:
-            raise ConfigError(f"variant {v.name}: score_rate must be in [0, 1], got {v.score_rate}")
+        for rate in ("sample_rate", "score_rate"):
+            if not 0.0 <= getattr(v, rate) <= 1.0:
+                raise ConfigError(f"variant {v.name}: {rate} must be in [0, 1], got {getattr(v, rate)}")
         if v.weight < 0:
             raise ConfigError(f"variant {v.name}: weight must be >= 0, got {v.weight}")
         if v.max_in_flight < 1 or v.timeout_s <= 0:
@@ -296,20 +299,17 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"variant {v.name}: gate.kl_cap is set once, in the gate defaults")
         if gate.relative_to and gate.relative_to not in names:
             raise ConfigError(f"variant {v.name}: gate.relative_to names no variant: {gate.relative_to!r}")
-        if gate.max_kl is not None:
-            _validate_scored(cfg, v, cfg.variant(gate.relative_to))
+        if gate.max_kl is not None and v.role is Role.SHADOW:
+            _validate_scored(v, cfg.variant(gate.relative_to))
 
 
-def _validate_scored(cfg: Config, v: VariantConfig, twin: VariantConfig | None) -> None:
-    """A KL gate on a shadow (or on the twin it is judged against) needs teacher-forced scores;
+def _validate_scored(v: VariantConfig, twin: VariantConfig | None) -> None:
+    """A shadow's KL gate needs teacher-forced scores of it (and of the twin it is judged against);
     without them its verdict would wait for samples forever."""
     for w in (v, twin):
-        if w is not None and w.role is Role.SHADOW and not (cfg.drift.teacher_forced and w.score_rate > 0):
-            why = "score_rate is 0" if cfg.drift.teacher_forced else "drift.teacher_forced is false"
-            raise ConfigError(
-                f"variant {v.name}: gate.max_kl needs teacher-forced KL scores of {w.name}, and its {why}: "
-                "score some copies, or set gate.max_kl: null for it"
-            )
+        if w is not None and w.role is Role.SHADOW and w.score_rate <= 0:
+            why = f"needs teacher-forced KL scores of {w.name}, and its score_rate is 0"
+            raise ConfigError(f"variant {v.name}: gate.max_kl {why}: score some, or set max_kl: null")
 
 
 def _validate_engine(v: VariantConfig) -> None:

@@ -89,7 +89,15 @@ def reloaded(config: Config, new: Config) -> list[VariantConfig]:
     if moved:
         raise InvalidArgument(f"reload cannot change the model or engine of {moved}: restart instead")
     fields = ("role", "weight", "sample_rate", "score_rate", "max_in_flight", "timeout_s", "gate")
-    return checked(
-        config,
-        [dataclasses.replace(v, **{f: getattr(wanted[v.name], f) for f in fields}) for v in config.variants],
-    )
+    variants = [
+        dataclasses.replace(v, **{f: getattr(wanted[v.name], f) for f in fields}) for v in config.variants
+    ]
+    try:
+        return checked(config, variants)
+    except InvalidArgument as exc:
+        if (new.gate, new.drift) == (config.gate, config.drift):
+            raise
+        raise InvalidArgument(
+            f"{exc.message} (checked against the running gate defaults and drift settings: a reload does not "
+            "change those, restart to apply them)"
+        ) from None

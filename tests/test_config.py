@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from serving.config import Config, Role, ServerConfig, VariantConfig, add_flags, apply_flags, load_config
-from serving.errors import ConfigError
+from serving.errors import ConfigError, InvalidArgument
+from serving.traffic import promoted, reloaded
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,10 +54,6 @@ def test_defaults_and_home_expansion(monkeypatch: pytest.MonkeyPatch, tmp_path: 
             "variant b: gate.max_kl needs teacher-forced KL scores of b, and its score_rate is 0",
         ),
         (
-            "drift: {teacher_forced: false}\nvariants: [{name: a}, {name: b, role: shadow}]",
-            "scores of b, and its drift.teacher_forced is false",
-        ),
-        (
             "variants: [{name: a}, {name: t, role: shadow, score_rate: 0, gate: {max_kl: null}},"
             " {name: c, role: shadow, gate: {relative_to: t}}]",
             "variant c: gate.max_kl needs teacher-forced KL scores of t",
@@ -73,9 +70,25 @@ def test_bad_configs_are_rejected_with_the_key(tmp_path: Path, text: str, fragme
 
 
 def test_a_shadow_compared_on_text_only_turns_its_kl_gate_off(tmp_path: Path) -> None:
-    text = "variants: [{name: a}, {name: b, role: shadow, score_rate: 0, gate: {max_kl: null}}]"
+    # the primary is never judged: its relative_to an unscored twin is harmless
+    text = (
+        "variants: [{name: a, gate: {relative_to: b}},"
+        " {name: b, role: shadow, score_rate: 0, gate: {max_kl: null}}]"
+    )
     cfg = load_config(write(tmp_path, text).rename(tmp_path / "config.yaml"))
     assert cfg.variants[1].score_rate == 0.0 and cfg.gate_for("b").max_kl is None
+
+
+def test_no_teacher_forced_scoring_turns_every_kl_gate_off(tmp_path: Path) -> None:
+    text = (
+        "drift: {teacher_forced: false}\nvariants: [{name: a}, {name: b, role: shadow, gate: {max_kl: 0.2}}]"
+    )
+    cfg = load_config(write(tmp_path, text).rename(tmp_path / "config.yaml"))
+    assert cfg.gate_for("a").max_kl is None and cfg.gate_for("b").max_kl is None
+    assert cfg.gate.max_kl == 0.1  # the defaults as written; only the judged gates drop KL
+    old = cfg.primary.name
+    cfg.variants = promoted(cfg, "b")  # the old primary becomes a shadow with no KL to wait for
+    assert cfg.variant(old) is not None and cfg.gate_for(old).max_kl is None
 
 
 def test_cli_flags_come_from_the_dataclass() -> None:
@@ -102,3 +115,17 @@ async def test_serving_a_missing_checkpoint_is_a_config_error(tmp_path: Path) ->
 def test_every_shipped_config_is_valid(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.primary.name == "dense"
+
+
+def test_a_reload_that_needs_new_gate_defaults_says_they_need_a_restart(tmp_path: Path) -> None:
+    running = load_config(
+        write(tmp_path, "variants: [{name: a}, {name: b, role: shadow}]").rename(tmp_path / "a.yaml")
+    )
+    unscored = "variants: [{name: a}, {name: b, role: shadow, score_rate: 0}]"
+    # valid as a file (its defaults have no KL gate), not on the running defaults, which a reload keeps
+    new = load_config(write(tmp_path, "gate: {max_kl: null}\n" + unscored).rename(tmp_path / "b.yaml"))
+    with pytest.raises(InvalidArgument, match=r"score_rate is 0.*restart to apply them"):
+        reloaded(running, new)
+    same_defaults = "variants: [{name: a}, {name: b, role: shadow, score_rate: 0.5}]"
+    new = load_config(write(tmp_path, same_defaults).rename(tmp_path / "c.yaml"))
+    assert [v.score_rate for v in reloaded(running, new)] == [1.0, 0.5]

@@ -323,7 +323,7 @@ class VllmEngine:
         finished = False
         try:
             async for out in self._llm.generate(inputs, params, request_id):
-                if out.prompt_token_ids:
+                if not prompt_ids and out.prompt_token_ids:  # every output carries them: copy once
                     prompt_ids = tuple(out.prompt_token_ids)
                 o = out.outputs[0]
                 completion += len(o.token_ids)

@@ -173,6 +173,7 @@ async def test_greedy_generation_matches_the_in_process_engine(
     assert last.prompt_token_ids == ref.prompt_token_ids == tuple(remote.tokenize(prompt))
     assert last.prompt_tokens == len(last.prompt_token_ids)
     assert all(c.prompt_token_ids == last.prompt_token_ids for c in mine)
+    assert all(c.prompt_token_ids is ref.prompt_token_ids for c in want)  # copied once, not per token
     assert remote.num_unfinished() == 0
 
 
