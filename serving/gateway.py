@@ -73,6 +73,11 @@ class VariantInfo:
     score_rate: float
 
 
+def _traffic(v: VariantConfig) -> tuple[str, float, float, float]:
+    """What a traffic change moves on a variant, as `set_variants` logs it."""
+    return (v.role.value, v.weight, v.sample_rate, v.score_rate)
+
+
 class Gateway:
     def __init__(self, config: Config, sink: Sink, rng: random.Random | None = None) -> None:
         self.config = config
@@ -272,11 +277,11 @@ class Gateway:
     def set_variants(self, variants: list[VariantConfig], source: str, caller: str = "") -> None:
         """Swaps in new roles, weights, sample and score rates at once (see `serving.traffic`): requests
         routed from now on see them; requests in flight finish with the settings they began with."""
-        before = {v.name: (v.role.value, v.weight, v.sample_rate, v.score_rate) for v in self.config.variants}
+        before = {v.name: _traffic(v) for v in self.config.variants}
         self.config = dataclasses.replace(self.config, variants=variants)
         self.mirror.set_variants(variants)
         for v in variants:
-            now = (v.role.value, v.weight, v.sample_rate, v.score_rate)
+            now = _traffic(v)
             if before[v.name] != now:
                 log.warning(
                     "traffic change (%s by %s): %s role/weight/sample_rate/score_rate %s -> %s",

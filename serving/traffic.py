@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from serving.config import Config, Role, VariantConfig
 from serving.errors import ConfigError, InvalidArgument, NotFound
@@ -47,13 +46,9 @@ def changed(config: Config, change: TrafficChange) -> list[VariantConfig]:
     target = _find(config.variants, change.variant)
     if change.role is Role.PRIMARY or (change.role is not None and target.role is Role.PRIMARY):
         raise InvalidArgument("the primary changes only by Promote")
-    keys = ("weight", "sample_rate", "role", "score_rate")
-    if all(getattr(change, key) is None for key in keys):
+    updates = {k: v for k, v in dataclasses.asdict(change).items() if k != "variant" and v is not None}
+    if not updates:
         raise InvalidArgument("nothing to change: give weight, sample_rate, score_rate or role")
-    updates: dict[str, Any] = {}
-    for key in keys:
-        if getattr(change, key) is not None:
-            updates[key] = getattr(change, key)
     new = [dataclasses.replace(v, **updates) if v.name == change.variant else v for v in config.variants]
     return checked(config, new)
 
